@@ -1,0 +1,231 @@
+"""`roster-sync`: run drops through the same Dagster assets in process, and admin tasks.
+
+Exit codes of `sync`: 0 applied or dry run, 3 held, 2 rejected, 1 crash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from roster_pipelines.lib.config import DEFAULT_FORMAT, Settings
+from roster_pipelines.lib.sync import APPLIED, DRY_RUN, HELD, REJECTED, SyncOutcome
+
+EXIT_OK, EXIT_CRASH, EXIT_REJECTED, EXIT_HELD = 0, 1, 2, 3
+_EXIT_BY_STATUS = {APPLIED: EXIT_OK, DRY_RUN: EXIT_OK, HELD: EXIT_HELD, REJECTED: EXIT_REJECTED}
+
+SAMPLE_DISTRICT = "sample-district"
+
+
+def _sample_data_dir() -> Path:
+    for candidate in (Path(__file__).resolve().parents[1] / "data", Path.cwd() / "data"):
+        if (candidate / "sample_district").is_dir():
+            return candidate / "sample_district"
+    raise SystemExit("the sample district is not here: run the demo from the repository root")
+
+
+def sync_folder(
+    folder: Path,
+    *,
+    district: str,
+    settings: Settings,
+    format: str = DEFAULT_FORMAT,
+    drop: str | None = None,
+    dry_run: bool = False,
+) -> SyncOutcome:
+    """Archive a drop folder into the landing store and run its assets in process."""
+    from roster_pipelines.defs.sync.inprocess import run_drop
+    from roster_pipelines.lib.drops import archive_drop
+    from roster_pipelines.lib.formats import REQUIRED_FILES, get_adapter
+
+    get_adapter(format)  # fail early on an unknown format
+    manifest = archive_drop(
+        folder,
+        settings.landing_root,
+        district=district,
+        drop=drop,
+        format=format,
+        file_names=REQUIRED_FILES[format],
+    )
+    return run_drop(manifest, settings, dry_run=dry_run).outcome
+
+
+def _print_outcome(outcome: SyncOutcome, as_json: bool) -> None:
+    from roster_pipelines.lib.report import summary_lines
+
+    if as_json:
+        print(json.dumps(outcome.to_json(), default=str))
+    else:
+        print("\n".join(summary_lines(outcome)))
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    settings = Settings.from_env(state_dir=args.state_dir, database_url=args.db)
+    outcome = sync_folder(
+        Path(args.dir),
+        district=args.district,
+        settings=settings,
+        format=args.format,
+        drop=args.drop,
+        dry_run=args.dry_run,
+    )
+    _print_outcome(outcome, args.json)
+    return _EXIT_BY_STATUS[outcome.status]
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    base = Settings.from_env(state_dir=args.state_dir)
+    demo_state = base.state_dir / "demo"
+    shutil.rmtree(demo_state, ignore_errors=True)  # a fresh sample district every time
+    settings = Settings.from_env(state_dir=str(demo_state), database_url=args.db)
+    sample = _sample_data_dir()
+    print(f"Demo: syncing {sample} as district '{SAMPLE_DISTRICT}'")
+    print(f"State (database, archived drops, reports): {demo_state}\n")
+    worst = EXIT_OK
+    for name in ("initial", "maintenance"):
+        outcome = sync_folder(sample / name, district=SAMPLE_DISTRICT, settings=settings, drop=name)
+        print("\n".join(_summary(outcome)))
+        print(
+            f"  report:   {settings.reports_root / outcome.district / outcome.drop / 'report.md'}\n"
+        )
+        worst = max(worst, _EXIT_BY_STATUS[outcome.status])
+    return worst
+
+
+def _summary(outcome: SyncOutcome) -> list[str]:
+    from roster_pipelines.lib.report import summary_lines
+
+    return summary_lines(outcome)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from roster_pipelines.lib.generator import generate_district
+
+    summary = generate_district(
+        Path(args.out_dir),
+        people=args.people,
+        seed=args.seed,
+        problem_rate=args.problem_rate,
+        maintenance_of=Path(args.maintenance_of) if args.maintenance_of else None,
+        churn=args.churn,
+    )
+    print(f"wrote {args.out_dir}: {summary}")
+    return EXIT_OK
+
+
+def cmd_admin(args: argparse.Namespace) -> int:
+    from roster_pipelines.lib import admin
+    from roster_pipelines.lib.store.engine import make_engine
+
+    engine = make_engine(
+        Settings.from_env(state_dir=args.state_dir, database_url=args.db).database_url
+    )
+    try:
+        if args.admin_command == "set-contact":
+            admin.set_admin_contact(engine, args.district, name=args.name, email=args.email)
+        elif args.admin_command == "set-threshold":
+            admin.set_threshold(
+                engine, args.district, kind=args.type, percent=args.percent, count=args.count
+            )
+        elif args.admin_command == "set-enforcement":
+            admin.set_enforcement(engine, args.district, enabled=args.state == "on")
+        print(json.dumps(admin.describe_district(engine, args.district), indent=2, default=str))
+    except admin.AdminError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_REJECTED
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="roster-sync", description=__doc__)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--state-dir", help="state folder (default: $ROSTER_STATE_DIR or .roster_state)"
+    )
+    common.add_argument(
+        "--db", help="database URL (default: $ROSTER_DATABASE_URL or SQLite in the state folder)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser(
+        "demo", parents=[common], help="sync the sample district: initial, then maintenance"
+    )
+    demo.set_defaults(func=cmd_demo)
+
+    sync = sub.add_parser("sync", parents=[common], help="sync one drop folder")
+    sync.add_argument("dir", help="folder holding the drop's files")
+    sync.add_argument("--district", required=True, help="district id (its drop-zone folder name)")
+    sync.add_argument(
+        "--format", default=DEFAULT_FORMAT, help=f"input format (default {DEFAULT_FORMAT})"
+    )
+    sync.add_argument("--drop", help="drop id (default: folder name + content hash)")
+    sync.add_argument("--dry-run", action="store_true", help="plan and report, apply nothing")
+    sync.add_argument("--json", action="store_true", help="print one JSON object")
+    sync.set_defaults(func=cmd_sync)
+
+    gen = sub.add_parser("generate", help="write a synthetic district drop")
+    gen.add_argument("out_dir")
+    gen.add_argument("--people", type=int, required=True)
+    gen.add_argument("--seed", type=int, default=1)
+    gen.add_argument(
+        "--problem-rate", type=float, default=0.01, help="share of rows with data problems"
+    )
+    gen.add_argument(
+        "--maintenance-of", help="previous drop folder: write a maintenance drop from it"
+    )
+    gen.add_argument(
+        "--churn", type=float, default=0.05, help="share of students changing (maintenance)"
+    )
+    gen.set_defaults(func=cmd_generate)
+
+    adm = sub.add_parser("admin", help="district settings")
+    adm_sub = adm.add_subparsers(dest="admin_command", required=True)
+    show = adm_sub.add_parser(
+        "show", parents=[common], help="a district's settings and recent runs"
+    )
+    show.add_argument("district")
+    contact = adm_sub.add_parser(
+        "set-contact", parents=[common], help="who receives the sync reports"
+    )
+    contact.add_argument("district")
+    contact.add_argument("--email", required=True)
+    contact.add_argument("--name")
+    threshold = adm_sub.add_parser(
+        "set-threshold", parents=[common], help="removal threshold for holds"
+    )
+    threshold.add_argument("district")
+    threshold.add_argument("--type", required=True, choices=["people", "classes", "enrollments"])
+    threshold.add_argument("--percent", type=float, required=True)
+    threshold.add_argument("--count", type=int, required=True)
+    enforcement = adm_sub.add_parser(
+        "set-enforcement", parents=[common], help="SIS rostering enforcement"
+    )
+    enforcement.add_argument("district")
+    enforcement.add_argument("state", choices=["on", "off"])
+    adm.set_defaults(func=cmd_admin)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except Exception as err:  # the CLI's contract: a crash is exit 1 with a clear line
+        from roster_pipelines.defs.sync.inprocess import SyncCrashed
+        from roster_pipelines.lib.drops import DropError
+
+        if isinstance(err, SyncCrashed | DropError | ValueError):
+            print(f"error: {err}", file=sys.stderr)
+        else:
+            import traceback
+
+            traceback.print_exc()
+        return EXIT_CRASH
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""The sync's assets, one per stage of ARCHITECTURE.md. Each body loads its inputs,
+calls one `lib` function and attaches metadata; the logic lives in `lib/`."""
+
+from __future__ import annotations
+
+import dagster as dg
+import polars as pl
+
+from roster_pipelines.defs.sync.partitions import drops_partitions
+from roster_pipelines.defs.sync.resources import RosterStore
+from roster_pipelines.lib import contracts
+from roster_pipelines.lib.canonical import Roster
+from roster_pipelines.lib.drops import (
+    DropManifest,
+    load_manifest,
+    split_partition_key,
+    verify_archive,
+)
+from roster_pipelines.lib.formats import get_adapter
+from roster_pipelines.lib.plan import SyncPlan
+from roster_pipelines.lib.report import render_markdown, write_report
+from roster_pipelines.lib.store.state import utcnow
+from roster_pipelines.lib.sync import (
+    IdentityResult,
+    SyncOutcome,
+    apply_drop,
+    plan_drop,
+    record_rejection,
+    resolve_drop,
+)
+
+GROUP = "roster_sync"
+
+
+def _issue_metadata(issues: pl.DataFrame) -> dict[str, int]:
+    by = issues.group_by("severity").len()
+    counts = dict(zip(by["severity"].to_list(), by["len"].to_list(), strict=True))
+    return {f"issues_{s}": int(counts.get(s, 0)) for s in ("file_error", "error", "alert")}
+
+
+def _table_schema(frame: pl.DataFrame) -> dg.TableSchema:
+    return dg.TableSchema(
+        columns=[dg.TableColumn(name, str(dtype)) for name, dtype in frame.schema.items()]
+    )
+
+
+class ApplyConfig(dg.Config):
+    dry_run: bool = dg.Field(default=False, description="Plan and report, but apply nothing.")  # type: ignore[assignment]
+
+
+@dg.asset(partitions_def=drops_partitions, group_name=GROUP, kinds={"python"})
+def raw_roster_files(context: dg.AssetExecutionContext, roster_store: RosterStore) -> DropManifest:
+    """The drop's archived bytes in the landing store, checked against their checksums."""
+    district, drop = split_partition_key(context.partition_key)
+    landing = roster_store.settings().landing_root
+    manifest = load_manifest(landing, district, drop)
+    verify_archive(landing, manifest)
+    context.add_output_metadata(
+        {
+            "district": district,
+            "format": manifest.format,
+            "content_hash": manifest.content_hash,
+            "files": len(manifest.files),
+            "bytes": sum(f.size for f in manifest.files),
+            "archive": dg.MetadataValue.path(str(manifest.folder(landing))),
+        }
+    )
+    return manifest
+
+
+@dg.asset(partitions_def=drops_partitions, group_name=GROUP, kinds={"polars"})
+def parsed_roster(
+    context: dg.AssetExecutionContext, roster_store: RosterStore, raw_roster_files: DropManifest
+) -> Roster:
+    """The drop in canonical tables, through its format's adapter."""
+    folder = raw_roster_files.folder(roster_store.settings().landing_root)
+    roster = get_adapter(raw_roster_files.format)(folder)
+    context.add_output_metadata(
+        {"rejected": roster.rejected, **roster.counts(), **_issue_metadata(roster.issues)}
+    )
+    return roster
+
+
+@dg.asset(
+    partitions_def=drops_partitions,
+    group_name=GROUP,
+    kinds={"pandera"},
+    check_specs=[
+        dg.AssetCheckSpec(
+            "drop_is_usable",
+            asset="validated_roster",
+            blocking=True,
+            description="No file-level error: a drop with one is rejected whole and nothing applies.",
+        )
+    ],
+)
+def validated_roster(
+    context: dg.AssetExecutionContext,
+    roster_store: RosterStore,
+    raw_roster_files: DropManifest,
+    parsed_roster: Roster,
+):
+    """Contracts applied: clean, consistent tables plus every error and alert."""
+    started_at = utcnow()
+    roster = contracts.validate(parsed_roster)
+    metadata: dict[str, object] = {
+        "rejected": roster.rejected,
+        **roster.counts(),
+        **_issue_metadata(roster.issues),
+        **{f"schema_{name}": _table_schema(frame) for name, frame in roster.tables().items()},
+    }
+    if roster.rejected:
+        settings = roster_store.settings()
+        outcome = record_rejection(
+            roster_store.engine(), raw_roster_files, roster, started_at=started_at
+        )
+        folder = write_report(outcome, settings.reports_root)
+        metadata["report"] = dg.MetadataValue.md(render_markdown(outcome))
+        metadata["report_folder"] = dg.MetadataValue.path(str(folder))
+    file_errors = roster.issues.filter(pl.col("severity") == "file_error")
+    yield dg.Output(roster, metadata=metadata)
+    yield dg.AssetCheckResult(
+        check_name="drop_is_usable",
+        passed=not roster.rejected,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "file_errors": file_errors.height,
+            "sample": dg.MetadataValue.md(
+                "\n".join(f"- {m}" for m in file_errors["message"].head(10).to_list()) or "none"
+            ),
+        },
+    )
+
+
+@dg.asset(partitions_def=drops_partitions, group_name=GROUP, kinds={"sql"})
+def identity_resolution(
+    context: dg.AssetExecutionContext,
+    roster_store: RosterStore,
+    raw_roster_files: DropManifest,
+    validated_roster: Roster,
+) -> IdentityResult:
+    """Every SIS person matched to an existing account or marked for creation (R1)."""
+    result = resolve_drop(roster_store.engine(), raw_roster_files.district, validated_roster)
+    context.add_output_metadata({**result.decisions, "people": result.identities.height})
+    return result
+
+
+@dg.asset(partitions_def=drops_partitions, group_name=GROUP, kinds={"polars"})
+def sync_plan(
+    context: dg.AssetExecutionContext,
+    roster_store: RosterStore,
+    validated_roster: Roster,
+    identity_resolution: IdentityResult,
+) -> SyncPlan:
+    """Desired minus current state, per type; guards decide apply or hold."""
+    plan = plan_drop(roster_store.engine(), identity_resolution, validated_roster)
+    context.add_output_metadata(
+        {
+            **plan.counts(),
+            "held": plan.held,
+            "hold_reasons": dg.MetadataValue.md(
+                "\n".join(f"- {r}" for r in plan.hold_reasons) or "none"
+            ),
+        }
+    )
+    return plan
+
+
+@dg.asset(partitions_def=drops_partitions, group_name=GROUP, kinds={"sql"})
+def applied_sync(
+    context: dg.AssetExecutionContext,
+    config: ApplyConfig,
+    roster_store: RosterStore,
+    raw_roster_files: DropManifest,
+    validated_roster: Roster,
+    identity_resolution: IdentityResult,
+    sync_plan: SyncPlan,
+) -> SyncOutcome:
+    """The plan applied in one transaction (or only recorded, on a dry run)."""
+    started_at = utcnow()
+    outcome = apply_drop(
+        roster_store.engine(),
+        raw_roster_files,
+        validated_roster,
+        sync_plan,
+        dry_run=config.dry_run,
+        started_at=started_at,
+        decisions=identity_resolution.decisions,
+    )
+    context.add_output_metadata({"status": outcome.status, **outcome.changes})
+    return outcome
+
+
+@dg.asset(partitions_def=drops_partitions, group_name=GROUP, kinds={"markdown"})
+def sync_report(
+    context: dg.AssetExecutionContext, roster_store: RosterStore, applied_sync: SyncOutcome
+) -> str:
+    """The district's report: Markdown here, files beside the drop."""
+    folder = write_report(applied_sync, roster_store.settings().reports_root)
+    markdown = render_markdown(applied_sync)
+    context.add_output_metadata(
+        {
+            "status": applied_sync.status,
+            "report": dg.MetadataValue.md(markdown),
+            "report_folder": dg.MetadataValue.path(str(folder)),
+            **_issue_metadata(applied_sync.issues),
+        }
+    )
+    return str(folder)
+
+
+SYNC_ASSETS = [
+    raw_roster_files,
+    parsed_roster,
+    validated_roster,
+    identity_resolution,
+    sync_plan,
+    applied_sync,
+    sync_report,
+]

@@ -1,0 +1,241 @@
+"""The issue model and the catalogue of every issue code.
+
+Severities (SYNC_RULES "Errors and alerts"):
+- ``file_error``: the drop is rejected; nothing applies.
+- ``error``: the row is skipped (and what depends on it); the rest applies.
+- ``alert``: applied, but incomplete or suspicious.
+
+Every code lives in `CATALOGUE` with its severity, meaning and remediation hint,
+so the report, the CLI and the issue CSVs all say the same thing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import polars as pl
+
+FILE_ERROR = "file_error"
+ERROR = "error"
+ALERT = "alert"
+SEVERITIES = (FILE_ERROR, ERROR, ALERT)
+
+ISSUES_SCHEMA = pl.Schema(
+    {
+        "code": pl.String,
+        "severity": pl.String,
+        "file": pl.String,
+        "row": pl.Int64,
+        "ids": pl.String,
+        "field": pl.String,
+        "value": pl.String,
+        "message": pl.String,
+        "remediation": pl.String,
+    }
+)
+
+
+@dataclass(frozen=True)
+class IssueType:
+    code: str
+    severity: str
+    meaning: str
+    remediation: str
+
+
+def _t(code: str, severity: str, meaning: str, remediation: str) -> tuple[str, IssueType]:
+    return code, IssueType(code, severity, meaning, remediation)
+
+
+CATALOGUE: dict[str, IssueType] = dict(
+    [
+        # File level: the whole drop is rejected.
+        _t(
+            "FILE_MISSING",
+            FILE_ERROR,
+            "A required file is not in the drop.",
+            "Export all five files on every drop, even when one has no data rows.",
+        ),
+        _t(
+            "COLUMN_MISSING",
+            FILE_ERROR,
+            "A required column is missing from a file's header row.",
+            "Add the column to the export; see the format's column list.",
+        ),
+        _t(
+            "FILE_UNREADABLE",
+            FILE_ERROR,
+            "The file cannot be read as CSV text.",
+            "Export the file again as a UTF-8 CSV file.",
+        ),
+        _t(
+            "FILE_EMPTY",
+            FILE_ERROR,
+            "A file that needs data rows has none.",
+            "Check the SIS export: schools, teachers and students cannot be empty.",
+        ),
+        # Row level errors: the row is not applied.
+        _t(
+            "DUPLICATE_ID",
+            ERROR,
+            "The same id appears on more than one row with different data.",
+            "Give every record its own id; the first row was used.",
+        ),
+        _t("ID_MISSING", ERROR, "A row has no id.", "Fill in the id column for this row."),
+        _t(
+            "UNKNOWN_SCHOOL",
+            ERROR,
+            "A row names a school_id that is not in schools.csv.",
+            "Add the school to schools.csv or correct the school_id.",
+        ),
+        _t(
+            "UNKNOWN_CLASS",
+            ERROR,
+            "An enrollment names a class_id that is not in classes.csv.",
+            "Add the class to classes.csv or correct the class_id.",
+        ),
+        _t(
+            "UNKNOWN_USER",
+            ERROR,
+            "An enrollment names a user_id that is neither a teacher nor a student.",
+            "Add the person to teachers.csv or students.csv or correct the user_id.",
+        ),
+        _t(
+            "UNKNOWN_TEACHER",
+            ERROR,
+            "A class names a teacher_id that is not in teachers.csv.",
+            "Add the teacher or correct the class's teacher_id.",
+        ),
+        _t(
+            "TEACHER_EMAIL_INVALID",
+            ERROR,
+            "A teacher has no valid email address.",
+            "Every teacher needs a valid email; fix teacher_email.",
+        ),
+        _t(
+            "CLASS_SKIPPED",
+            ERROR,
+            "The row depends on a class that was not applied.",
+            "Fix the class's own error; this row then applies.",
+        ),
+        _t(
+            "PERSON_SKIPPED",
+            ERROR,
+            "The row depends on a person who was not applied.",
+            "Fix the person's own error; this row then applies.",
+        ),
+        _t("NAME_MISSING", ERROR, "A required name is empty.", "Fill in the first and last name."),
+        # Alerts: applied, but the district should fix the SIS.
+        _t(
+            "EMAIL_INVALID",
+            ALERT,
+            "An email address is not valid and was not used.",
+            "Correct the email address in the SIS.",
+        ),
+        _t(
+            "PHONE_INVALID",
+            ALERT,
+            "A phone number is not valid and was not used.",
+            "Correct the phone number in the SIS (include the area code).",
+        ),
+        _t(
+            "DOB_INVALID",
+            ALERT,
+            "A date of birth is not a valid YYYY-MM-DD date and was not used.",
+            "Correct the date of birth in the SIS.",
+        ),
+        _t(
+            "REPEATED_ROW_DISAGREES",
+            ALERT,
+            "Rows for the same record disagree; the first row was used.",
+            "Make the repeated rows agree in the SIS.",
+        ),
+        _t(
+            "GUARDIAN_NO_CONTACT",
+            ALERT,
+            "A guardian has no valid email or phone, so no account was made.",
+            "Add an email or mobile phone for the guardian.",
+        ),
+        _t(
+            "CONTACT_CONFLICT",
+            ALERT,
+            "The same email or phone belongs to several people; one kept it.",
+            "Give each person their own email or phone in the SIS.",
+        ),
+        _t(
+            "CONTACT_IN_USE",
+            ALERT,
+            "An email or phone already belongs to another account in the app.",
+            "Check whether the person already has an account; an administrator can merge the two.",
+        ),
+        _t(
+            "ENROLLMENT_SCHOOL_MISMATCH",
+            ALERT,
+            "A person is enrolled in a class at a school they are not listed at.",
+            "List the person at the class's school, or correct the enrollment.",
+        ),
+        _t(
+            "NAME_TOO_LONG",
+            ERROR,
+            "A name is longer than the format allows.",
+            "Shorten the name in the SIS.",
+        ),
+    ]
+)
+
+
+def issue_row(
+    code: str,
+    *,
+    file: str | None = None,
+    row: int | None = None,
+    ids: Mapping[str, str | None] | str | None = None,
+    field: str | None = None,
+    value: str | None = None,
+    message: str,
+) -> dict[str, object]:
+    """One issue as a dict in `ISSUES_SCHEMA` order; severity and hint come from the catalogue."""
+    issue_type = CATALOGUE[code]
+    if isinstance(ids, Mapping):
+        ids = format_ids(ids)
+    return {
+        "code": code,
+        "severity": issue_type.severity,
+        "file": file,
+        "row": row,
+        "ids": ids,
+        "field": field,
+        "value": value,
+        "message": message,
+        "remediation": issue_type.remediation,
+    }
+
+
+def format_ids(ids: Mapping[str, str | None]) -> str:
+    return "; ".join(f"{k}={v}" for k, v in ids.items() if v is not None)
+
+
+def issues_frame(rows: Iterable[Mapping[str, object]]) -> pl.DataFrame:
+    return pl.DataFrame(list(rows), schema=ISSUES_SCHEMA)
+
+
+def with_catalogue(frame: pl.DataFrame, code: str) -> pl.DataFrame:
+    """Vectorised issues: `frame` has file,row,ids,field,value,message; adds code/severity/hint."""
+    issue_type = CATALOGUE[code]
+    return frame.with_columns(
+        code=pl.lit(code),
+        severity=pl.lit(issue_type.severity),
+        remediation=pl.lit(issue_type.remediation),
+    ).select([pl.col(c).cast(t) for c, t in ISSUES_SCHEMA.items()])
+
+
+def concat_issues(*frames: pl.DataFrame) -> pl.DataFrame:
+    parts = [f.select(list(ISSUES_SCHEMA)).cast(dict(ISSUES_SCHEMA)) for f in frames if f.height]
+    if not parts:
+        return pl.DataFrame(schema=ISSUES_SCHEMA)
+    return pl.concat(parts, how="vertical")
+
+
+def has_file_errors(issues: pl.DataFrame) -> bool:
+    return bool(issues.filter(pl.col("severity") == FILE_ERROR).height)

@@ -1,0 +1,189 @@
+"""Normalisation of names, email addresses and phone numbers.
+
+Scalar functions (one value) use the well-kept libraries directly:
+
+- `normalize_email`: email-validator syntax check (no DNS), lower-cased normalised address.
+- `normalize_phone`: phonenumbers parse + `is_valid_number`, formatted as E.164.
+- `clean_name`: trimmed, internal whitespace collapsed.
+
+The ``*_series`` helpers do the same over a polars Series (a drop can hold a million
+people). They call the library once per DISTINCT value (`map_distinct`), never once per
+row, and they take two exact shortcuts for the common shapes, because one library call
+costs 40-45 µs (measured: email-validator 2.4, phonenumbers 9.0) and a district has up to
+a million distinct addresses:
+
+- Email: when the local part is a plain RFC 5322 dot-atom (the exact ASCII pattern
+  email-validator itself accepts without further work) and the rest is ``@`` plus an
+  ASCII host name, the library validates only the DISTINCT DOMAIN (the part it spends
+  its time on); the local part is kept as written, then the whole is lower-cased. The
+  result is the same as `normalize_email` (see the equivalence test).
+- Phone: in a North American region (US, CA, ...), a value shaped like a NANP number
+  (``(415) 555-2671``, ``415.555.2671``, ``+1 415 555 2671``, ``14155552671``) is a
+  known national number, so the library only checks validity of the distinct national
+  number (no parsing). Everything else goes through `normalize_phone`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import phonenumbers
+import polars as pl
+from email_validator import EmailNotValidError, validate_email
+
+__all__ = [
+    "clean_name",
+    "clean_name_expr",
+    "map_distinct",
+    "normalize_email",
+    "normalize_email_series",
+    "normalize_phone",
+    "normalize_phone_series",
+    "trimmed_expr",
+]
+
+
+# --- scalar -----------------------------------------------------------------------------
+
+
+def clean_name(raw: str | None) -> str | None:
+    """Trim and collapse internal whitespace; None when nothing is left."""
+    if raw is None:
+        return None
+    cleaned = " ".join(raw.split())
+    return cleaned or None
+
+
+def normalize_email(raw: str | None) -> str | None:
+    """The lower-cased normalised address, or None when empty or not a valid address."""
+    if raw is None:
+        return None
+    value = raw.strip()
+    if not value:
+        return None
+    try:
+        return validate_email(value, check_deliverability=False).normalized.lower()
+    except EmailNotValidError:
+        return None
+
+
+def normalize_phone(raw: str | None, region: str = "US") -> str | None:
+    """The E.164 form (``+14155552671``), or None when empty or not a valid number."""
+    if raw is None:
+        return None
+    value = raw.strip()
+    if not value:
+        return None
+    try:
+        number = phonenumbers.parse(value, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+# --- vectorised -------------------------------------------------------------------------
+
+
+def trimmed_expr(expr: pl.Expr) -> pl.Expr:
+    """Strip surrounding whitespace; an empty result becomes null."""
+    stripped = expr.str.strip_chars()
+    return pl.when(stripped.str.len_bytes() > 0).then(stripped)
+
+
+def clean_name_expr(expr: pl.Expr) -> pl.Expr:
+    """`clean_name` as a polars expression (pure polars, no Python per value)."""
+    return trimmed_expr(expr.str.replace_all(r"\s+", " "))
+
+
+def map_distinct(values: pl.Series, fn: Callable[[str], str | None]) -> pl.Series:
+    """`fn` applied once per distinct non-null value, mapped back onto every row.
+
+    Nulls stay null; the result is a String series aligned with `values`.
+    """
+    distinct = values.drop_nulls().unique()
+    if distinct.is_empty():
+        return pl.Series(values.name, [None] * values.len(), dtype=pl.String)
+    mapped = pl.Series([fn(v) for v in distinct.to_list()], dtype=pl.String)
+    return values.replace_strict(distinct, mapped, default=None, return_dtype=pl.String)
+
+
+# email-validator's own ASCII dot-atom (email_validator.rfc_constants.DOT_ATOM_TEXT),
+# followed by one @ and an ASCII host name whose validity the library decides.
+_ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~-"
+_SIMPLE_EMAIL = rf"^[{_ATEXT}]+(?:\.[{_ATEXT}]+)*@[A-Za-z0-9.-]+$"
+_EMAIL_MAX_LENGTH = 254  # email-validator rejects longer addresses; they take the slow path
+
+
+def _normalize_domain(domain: str) -> str | None:
+    try:
+        return validate_email(f"a@{domain}", check_deliverability=False).domain.lower()
+    except EmailNotValidError:
+        return None
+
+
+def normalize_email_series(values: pl.Series) -> pl.Series:
+    """`normalize_email` over a String series, one library call per distinct value/domain."""
+    frame = pl.DataFrame({"raw": values.cast(pl.String)}).with_columns(
+        value=trimmed_expr(pl.col("raw"))
+    )
+    frame = frame.with_columns(
+        simple=pl.col("value").str.contains(_SIMPLE_EMAIL).fill_null(False)
+        & (pl.col("value").str.len_chars() <= _EMAIL_MAX_LENGTH)
+    ).with_columns(
+        local=pl.when(pl.col("simple")).then(pl.col("value").str.extract(r"^(.*)@", 1)),
+        domain=pl.when(pl.col("simple")).then(pl.col("value").str.extract(r"@(.*)$", 1).str.to_lowercase()),
+        other=pl.when(~pl.col("simple")).then("value"),
+    )
+    domain = map_distinct(frame["domain"], _normalize_domain)
+    other = map_distinct(frame["other"], normalize_email)
+    result = frame.select(
+        pl.when(pl.col("simple"))
+        .then(pl.concat_str(pl.col("local").str.to_lowercase(), pl.lit("@"), domain))
+        .otherwise(other)
+        .alias(values.name)
+    )
+    return result.to_series()
+
+
+# A NANP number written in a common way; the area code and exchange groups give the
+# national number exactly as phonenumbers.parse would.
+_NANP = r"^(?:\+?1[ .-]?)?(?:\(([2-9]\d{2})\) ?|([2-9]\d{2})[ .-]?)(\d{3})[ .-]?(\d{4})$"
+
+
+def _nanp_e164(national: str, region: str) -> str | None:
+    number = phonenumbers.PhoneNumber(country_code=1, national_number=int(national))
+    # The region check is cheap and settles most numbers; is_valid_number covers the
+    # other NANP regions exactly as a parsed number would be checked.
+    if phonenumbers.is_valid_number_for_region(number, region) or phonenumbers.is_valid_number(
+        number
+    ):
+        return f"+1{national}"
+    return None
+
+
+def normalize_phone_series(values: pl.Series, region: str = "US") -> pl.Series:
+    """`normalize_phone` over a String series, one library call per distinct value/number."""
+    frame = pl.DataFrame({"raw": values.cast(pl.String)}).with_columns(
+        value=trimmed_expr(pl.col("raw"))
+    )
+    if phonenumbers.country_code_for_region(region) == 1:
+        groups = pl.col("value").str.extract_groups(_NANP)
+        frame = frame.with_columns(
+            national=pl.concat_str(
+                pl.coalesce(groups.struct[0], groups.struct[1]),
+                groups.struct[2],
+                groups.struct[3],
+            )
+        )
+    else:
+        frame = frame.with_columns(national=pl.lit(None, pl.String))
+    frame = frame.with_columns(other=pl.when(pl.col("national").is_null()).then("value"))
+    nanp = map_distinct(frame["national"], lambda n: _nanp_e164(n, region))
+    other = map_distinct(frame["other"], lambda v: normalize_phone(v, region))
+    return (
+        frame.select(
+            pl.when(pl.col("national").is_not_null()).then(nanp).otherwise(other).alias(values.name)
+        )
+    ).to_series()

@@ -1,0 +1,447 @@
+"""The sync plan: desired state (the validated drop) minus current state (the database).
+
+Everything is diffed in database-id space. Rows the drop creates do not have ids yet,
+so the plan gives them temporary negative ids (-1, -2, ... per table); the apply step
+inserts them, learns their real ids and rewrites the references.
+
+Guards (R9, R10) decide whether the drop's destructive changes apply now or are held.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import polars as pl
+
+from roster_pipelines.lib.canonical import (
+    ROLE_PARENT,
+    ROLE_RANK,
+    ROLE_STUDENT,
+    ROLE_TEACHER,
+    Roster,
+)
+from roster_pipelines.lib.identity import LINKED
+from roster_pipelines.lib.issues import ISSUES_SCHEMA, issue_row, issues_frame
+from roster_pipelines.lib.store.state import CurrentState
+
+ID = pl.Int64
+
+# Default removal thresholds per type: hold when a drop removes more than `percent`
+# of the current active rows AND at least `count` rows (so a small district is not
+# held for a handful of leavers). Configurable per district (DistrictSettings).
+DEFAULT_THRESHOLDS: dict[str, dict[str, float]] = {
+    "people": {"percent": 10.0, "count": 25},
+    "classes": {"percent": 20.0, "count": 10},
+    "enrollments": {"percent": 20.0, "count": 100},
+}
+MAX_GUARDIANS = 5  # six or more guardians on one student holds the drop (R10)
+FRESHNESS_DAYS = 90  # R9
+
+CHANGE_KEYS = (
+    "accounts_created",
+    "accounts_linked",
+    "accounts_updated",
+    "accounts_removed",
+    "classes_created",
+    "classes_updated",
+    "classes_removed",
+    "memberships_added",
+    "memberships_removed",
+    "schools_created",
+    "schools_updated",
+    "schools_removed",
+    "guardianships_added",
+    "guardianships_removed",
+    "contacts_added",
+)
+
+
+@dataclass
+class TableChanges:
+    """Adds (new rows), updates (id + new values), reactivations and removals (ids)."""
+
+    adds: pl.DataFrame
+    updates: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema={"id": ID}))
+    reactivations: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema={"id": ID}))
+    removals: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema={"id": ID}))
+
+
+@dataclass
+class SyncPlan:
+    district_id: int
+    is_initial: bool
+    schools: TableChanges
+    accounts: TableChanges
+    links: TableChanges
+    contacts: TableChanges
+    classes: TableChanges
+    org_memberships: TableChanges
+    class_memberships: TableChanges
+    guardianships: TableChanges
+    accounts_linked: int
+    hold_reasons: list[str]
+    issues: pl.DataFrame
+
+    @property
+    def held(self) -> bool:
+        return bool(self.hold_reasons)
+
+    def counts(self, *, include_removals: bool = True) -> dict[str, int]:
+        """The change counts (the CLI's `changes`/`planned`)."""
+        r = include_removals
+
+        def n(frame: pl.DataFrame) -> int:
+            return frame.height
+
+        classes_updated = pl.concat(
+            [self.classes.updates.select("id"), self.classes.reactivations]
+        ).unique()
+        schools_updated = pl.concat(
+            [self.schools.updates.select("id"), self.schools.reactivations]
+        ).unique()
+        memberships_added = sum(
+            n(t.adds) + n(t.reactivations) for t in (self.class_memberships, self.org_memberships)
+        )
+        memberships_removed = sum(
+            n(t.removals) for t in (self.class_memberships, self.org_memberships)
+        )
+        return {
+            "accounts_created": n(self.accounts.adds),
+            "accounts_linked": self.accounts_linked,
+            "accounts_updated": n(self.accounts.updates),
+            "accounts_removed": n(self.links.removals) if r else 0,
+            "classes_created": n(self.classes.adds),
+            "classes_updated": n(classes_updated),
+            "classes_removed": n(self.classes.removals) if r else 0,
+            "memberships_added": memberships_added,
+            "memberships_removed": memberships_removed if r else 0,
+            "schools_created": n(self.schools.adds),
+            "schools_updated": n(schools_updated),
+            "schools_removed": n(self.schools.removals) if r else 0,
+            "guardianships_added": n(self.guardianships.adds) + n(self.guardianships.reactivations),
+            "guardianships_removed": n(self.guardianships.removals) if r else 0,
+            "contacts_added": n(self.contacts.adds),
+        }
+
+
+def _with_temp_ids(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.with_columns(temp_id=-(pl.int_range(1, frame.height + 1, dtype=ID)))
+
+
+def _diff_links(desired: pl.DataFrame, current: pl.DataFrame, keys: list[str]) -> TableChanges:
+    """Diff for plain link tables (memberships, guardianships): adds, reactivations, removals."""
+    desired = desired.unique(subset=keys, maintain_order=True)
+    joined = desired.join(current, on=keys, how="left")
+    return TableChanges(
+        adds=joined.filter(pl.col("id").is_null()).select(keys),
+        reactivations=joined.filter(pl.col("active").not_()).select("id"),
+        removals=current.filter(pl.col("active")).join(desired, on=keys, how="anti").select("id"),
+    )
+
+
+def build_plan(
+    roster: Roster,
+    identities: pl.DataFrame,
+    current: CurrentState,
+    contact_owners: pl.DataFrame,
+    *,
+    thresholds: dict[str, dict[str, float]] | None = None,
+    now: datetime,
+) -> SyncPlan:
+    """Work out every change the drop makes. `contact_owners` (kind, value, account_id)
+    lists existing accounts owning any contact value of the drop."""
+    plan_issues: list[dict[str, object]] = []
+
+    # Schools and programs.
+    schools = roster.schools.select("school_id", "name", kind="org_type")
+    s_joined = schools.join(
+        current.orgs, left_on="school_id", right_on="sis_id", how="left", suffix="_cur"
+    )
+    school_adds = _with_temp_ids(
+        s_joined.filter(pl.col("id").is_null()).select("school_id", "name", "kind")
+    )
+    existing_schools = s_joined.filter(pl.col("id").is_not_null())
+    schools_changes = TableChanges(
+        adds=school_adds,
+        updates=existing_schools.filter(
+            (pl.col("name") != pl.col("name_cur")) | (pl.col("kind") != pl.col("kind_cur"))
+        ).select("id", "name", "kind"),
+        reactivations=existing_schools.filter(pl.col("active").not_()).select("id"),
+        removals=current.orgs.filter(pl.col("active"))
+        .join(schools, left_on="sis_id", right_on="school_id", how="anti")
+        .select("id"),
+    )
+    org_ids = pl.concat(
+        [
+            existing_schools.select("school_id", org_id="id"),
+            school_adds.select("school_id", org_id="temp_id"),
+        ]
+    )
+
+    # Accounts: created ones get temp ids; everyone's account id is then known.
+    people = roster.people.join(
+        identities.select("person_key", "account_id", "decision"), on="person_key"
+    )
+    creates = _with_temp_ids(people.filter(pl.col("account_id").is_null()))
+    account_of = pl.concat(
+        [
+            people.filter(pl.col("account_id").is_not_null()).select("person_key", "account_id"),
+            creates.select("person_key", account_id="temp_id"),
+        ]
+    )
+    # One account may be several SIS people (a teacher who is also a parent): the
+    # highest role speaks for the account's name; dob and grade come from students.
+    desired_accounts = (
+        people.filter(pl.col("account_id").is_not_null())
+        .with_columns(rank=pl.col("role").replace_strict(ROLE_RANK, return_dtype=pl.Int8))
+        .sort(["account_id", "rank", "person_key"])
+        .unique(subset="account_id", keep="first", maintain_order=True)
+        .join(current.accounts, left_on="account_id", right_on="id", how="left", suffix="_cur")
+        .with_columns(
+            dob=pl.when(pl.col("role") == ROLE_STUDENT)
+            .then(pl.col("dob"))
+            .otherwise(pl.col("dob_cur")),
+            grade=pl.when(pl.col("role") == ROLE_STUDENT)
+            .then(pl.col("grade"))
+            .otherwise(pl.col("grade_cur")),
+        )
+    )
+    account_updates = desired_accounts.filter(
+        pl.any_horizontal(
+            pl.col(c).ne_missing(pl.col(f"{c}_cur"))
+            for c in ("first_name", "last_name", "dob", "grade")
+        )
+    ).select(
+        id="account_id", first_name="first_name", last_name="last_name", dob="dob", grade="grade"
+    )
+    accounts_changes = TableChanges(
+        adds=creates.select("temp_id", "person_key", "first_name", "last_name", "dob", "grade"),
+        updates=account_updates,
+    )
+
+    # SIS links bind (district, person_key) to an account.
+    desired_links = roster.people.select("person_key", "role", "sis_id").join(
+        account_of, on="person_key"
+    )
+    l_joined = desired_links.join(
+        current.links.select("id", "person_key", "active"), on="person_key", how="left"
+    )
+    links_changes = TableChanges(
+        adds=l_joined.filter(pl.col("id").is_null()).select(
+            "person_key", "role", "sis_id", "account_id"
+        ),
+        reactivations=l_joined.filter(pl.col("active").not_()).select("id"),
+        removals=current.links.filter(pl.col("active"))
+        .join(desired_links, on="person_key", how="anti")
+        .select("id"),
+    )
+
+    # Contact points: add what no account owns yet; a value owned by another
+    # account stays where it is (alert), one contact point = one account.
+    desired_contacts = (
+        roster.contacts.join(account_of, on="person_key")
+        .unique(subset=["kind", "value"], keep="first", maintain_order=True)
+        .join(contact_owners.rename({"account_id": "owner_id"}), on=["kind", "value"], how="left")
+    )
+    taken = desired_contacts.filter(
+        pl.col("owner_id").is_not_null() & (pl.col("owner_id") != pl.col("account_id"))
+    )
+    for row in taken.iter_rows(named=True):
+        plan_issues.append(
+            issue_row(
+                "CONTACT_IN_USE",
+                file=row["src_file"],
+                row=row["src_row"],
+                ids={"person": row["person_key"]},
+                field=row["source_column"],
+                value=row["raw_value"],
+                message=(
+                    f"{row['src_file']} row {row['src_row']}: {row['value']} already belongs to another "
+                    "account in the app, so it was not added to this person"
+                ),
+            )
+        )
+    contacts_changes = TableChanges(
+        adds=desired_contacts.filter(pl.col("owner_id").is_null()).select(
+            "account_id", "kind", "value"
+        )
+    )
+
+    # Classes.
+    desired_classes = (
+        roster.classes.join(org_ids, on="school_id")
+        .join(
+            account_of.rename({"person_key": "owner_person_key", "account_id": "owner_account_id"}),
+            on="owner_person_key",
+            how="left",
+        )
+        .select(
+            sis_class_id="class_id",
+            school_org_id="org_id",
+            sis_name="name",
+            owner_account_id="owner_account_id",
+        )
+    )
+    c_joined = desired_classes.join(current.classes, on="sis_class_id", how="left", suffix="_cur")
+    class_adds = _with_temp_ids(
+        c_joined.filter(pl.col("id").is_null()).select(desired_classes.columns)
+    )
+    existing_classes = c_joined.filter(pl.col("id").is_not_null())
+    class_updates = existing_classes.filter(
+        pl.any_horizontal(
+            pl.col(c).ne_missing(pl.col(f"{c}_cur"))
+            for c in ("school_org_id", "sis_name", "owner_account_id")
+        )
+    ).select(
+        "id",
+        "school_org_id",
+        "sis_name",
+        "owner_account_id",
+        # R6: an owner-edited name is never overwritten by the SIS.
+        name=pl.when(pl.col("name_edited")).then(pl.col("name")).otherwise(pl.col("sis_name")),
+    )
+    classes_changes = TableChanges(
+        adds=class_adds,
+        updates=class_updates,
+        reactivations=existing_classes.filter(pl.col("active").not_()).select("id"),
+        removals=current.classes.filter(pl.col("active"))
+        .join(desired_classes, on="sis_class_id", how="anti")
+        .select("id"),
+    )
+    class_ids = pl.concat(
+        [
+            existing_classes.select("sis_class_id", class_id="id"),
+            class_adds.select("sis_class_id", class_id="temp_id"),
+        ]
+    )
+
+    # School memberships.
+    desired_org_memberships = (
+        roster.school_memberships.join(org_ids, on="school_id")
+        .join(account_of, on="person_key")
+        .select("org_id", "account_id", "role")
+    )
+    org_membership_changes = _diff_links(
+        desired_org_memberships, current.org_memberships, ["org_id", "account_id", "role"]
+    )
+
+    # Class memberships: enrollments, the owner teacher, and parents through their
+    # students' enrollments (R7).
+    student_enrollments = roster.enrollments.filter(pl.col("role") == ROLE_STUDENT)
+    parent_enrollments = roster.guardianships.join(
+        student_enrollments.select("class_id", student_person_key="person_key"),
+        on="student_person_key",
+    ).select("class_id", person_key="parent_person_key", role=pl.lit(ROLE_PARENT))
+    owners = roster.classes.select(
+        "class_id", person_key="owner_person_key", role=pl.lit(ROLE_TEACHER)
+    )
+    desired_class_memberships = (
+        pl.concat(
+            [
+                roster.enrollments.select("class_id", "person_key", "role"),
+                owners,
+                parent_enrollments,
+            ]
+        )
+        .join(
+            class_ids.rename({"sis_class_id": "class_id", "class_id": "db_class_id"}), on="class_id"
+        )
+        .join(account_of, on="person_key")
+        .select(class_id="db_class_id", account_id="account_id", role="role")
+    )
+    class_membership_changes = _diff_links(
+        desired_class_memberships, current.class_memberships, ["class_id", "account_id", "role"]
+    )
+
+    # Guardianships.
+    desired_guardianships = (
+        roster.guardianships.join(
+            account_of.rename(
+                {"person_key": "parent_person_key", "account_id": "parent_account_id"}
+            ),
+            on="parent_person_key",
+        )
+        .join(
+            account_of.rename(
+                {"person_key": "student_person_key", "account_id": "student_account_id"}
+            ),
+            on="student_person_key",
+        )
+        .select("parent_account_id", "student_account_id")
+    )
+    guardianship_changes = _diff_links(
+        desired_guardianships, current.guardianships, ["parent_account_id", "student_account_id"]
+    )
+
+    plan = SyncPlan(
+        district_id=current.district_id,
+        is_initial=current.last_applied_at is None,
+        schools=schools_changes,
+        accounts=accounts_changes,
+        links=links_changes,
+        contacts=contacts_changes,
+        classes=classes_changes,
+        org_memberships=org_membership_changes,
+        class_memberships=class_membership_changes,
+        guardianships=guardianship_changes,
+        accounts_linked=int(identities.filter(pl.col("decision") == LINKED).height),
+        hold_reasons=[],
+        issues=issues_frame(plan_issues) if plan_issues else pl.DataFrame(schema=ISSUES_SCHEMA),
+    )
+    plan.hold_reasons = guard_reasons(
+        plan, roster, current, thresholds or DEFAULT_THRESHOLDS, now=now
+    )
+    return plan
+
+
+def guard_reasons(
+    plan: SyncPlan,
+    roster: Roster,
+    current: CurrentState,
+    thresholds: dict[str, dict[str, float]],
+    *,
+    now: datetime,
+) -> list[str]:
+    """Why the drop's destructive changes must wait for an administrator (empty: apply)."""
+    reasons: list[str] = []
+    totals = {
+        "people": (plan.links.removals.height, current.links.filter(pl.col("active")).height),
+        "classes": (plan.classes.removals.height, current.classes.filter(pl.col("active")).height),
+        "enrollments": (
+            plan.class_memberships.removals.height,
+            current.class_memberships.filter(pl.col("active")).height,
+        ),
+    }
+    for kind, (removed, total) in totals.items():
+        limit = {**DEFAULT_THRESHOLDS[kind], **thresholds.get(kind, {})}
+        if total and removed >= limit["count"] and 100.0 * removed / total > limit["percent"]:
+            reasons.append(
+                f"would remove {removed} of {total} {kind} ({100.0 * removed / total:.1f}%), "
+                f"above the {limit['percent']:g}% threshold"
+            )
+    guardians = (
+        roster.guardianships.group_by("student_person_key")
+        .len()
+        .filter(pl.col("len") > MAX_GUARDIANS)
+    )
+    for row in guardians.sort("student_person_key").iter_rows(named=True):
+        reasons.append(
+            f"{row['student_person_key']} would have {row['len']} guardians (six or more)"
+        )
+    if current.last_applied_at is not None:
+        last = current.last_applied_at
+        if last.tzinfo is None:
+            last = last.replace(tzinfo=now.tzinfo)
+        if now - last > timedelta(days=FRESHNESS_DAYS):
+            reasons.append(
+                f"the previous applied drop is {(now - last).days} days old (more than {FRESHNESS_DAYS}); "
+                "removals wait for an administrator"
+            )
+    return reasons
+
+
+def held_changes(plan: SyncPlan) -> dict[str, int]:
+    """What a hold keeps back: every removal count."""
+    full = plan.counts(include_removals=True)
+    return {k: v for k, v in full.items() if k.endswith("_removed") and v}

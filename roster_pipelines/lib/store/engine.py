@@ -1,0 +1,78 @@
+"""Database engines for the store, and migrations run automatically on first use.
+
+Embedded default: a SQLite file in the state folder. Production: Postgres from
+`ROSTER_DATABASE_URL`. Both go through the same Alembic migrations.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event
+
+_MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+_migrated: set[str] = set()
+_lock = threading.Lock()
+
+
+def sqlite_url(state_dir: Path) -> str:
+    return f"sqlite:///{(Path(state_dir) / 'roster.db').resolve()}"
+
+
+def normalise_url(url: str) -> str:
+    """Use psycopg 3 for plain postgres URLs (the driver this project installs)."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def make_engine(url: str, *, migrate: bool = True) -> Engine:
+    """An engine for `url`; runs pending migrations the first time a URL is seen."""
+    url = normalise_url(url)
+    if url.startswith("sqlite"):
+        db_path = url.split("///", 1)[-1]
+        if db_path and db_path != ":memory:":
+            Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 60})
+        event.listen(engine, "connect", _sqlite_pragmas)
+    else:
+        engine = create_engine(url, pool_pre_ping=True)
+    if migrate:
+        upgrade(engine)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS_DIR))
+    return config
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to `revision` (idempotent, once per process per URL)."""
+    key = engine.url.render_as_string(hide_password=False)
+    with _lock:
+        if key in _migrated and revision == "head":
+            return
+        config = alembic_config()
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+        _migrated.add(key)
+
+
+def forget_migrated(engine: Engine) -> None:
+    """Tests that drop a schema call this so the next engine migrates again."""
+    _migrated.discard(engine.url.render_as_string(hide_password=False))

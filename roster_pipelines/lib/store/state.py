@@ -1,0 +1,265 @@
+"""The district's current state in the app database, read as polars frames.
+
+Only SIS-sourced rows are read for memberships: manual memberships belong to the
+app's users and a sync never touches them (R6).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import polars as pl
+from sqlalchemy import Connection, and_, insert, select
+
+from roster_pipelines.lib.store.frames import chunks, concat, read_frame
+from roster_pipelines.lib.store.models import (
+    Account,
+    Class,
+    ClassMembership,
+    ContactPoint,
+    DistrictSettings,
+    Guardianship,
+    Organisation,
+    OrgMembership,
+    SisLink,
+    SyncRun,
+)
+
+ORGS_SCHEMA = {
+    "id": pl.Int64,
+    "sis_id": pl.String,
+    "name": pl.String,
+    "kind": pl.String,
+    "active": pl.Boolean,
+}
+LINKS_SCHEMA = {
+    "id": pl.Int64,
+    "person_key": pl.String,
+    "role": pl.String,
+    "sis_id": pl.String,
+    "account_id": pl.Int64,
+    "active": pl.Boolean,
+}
+ACCOUNTS_SCHEMA = {
+    "id": pl.Int64,
+    "first_name": pl.String,
+    "last_name": pl.String,
+    "dob": pl.Date,
+    "grade": pl.String,
+}
+CONTACTS_SCHEMA = {
+    "id": pl.Int64,
+    "account_id": pl.Int64,
+    "kind": pl.String,
+    "value": pl.String,
+    "verified": pl.Boolean,
+}
+CLASSES_SCHEMA = {
+    "id": pl.Int64,
+    "sis_class_id": pl.String,
+    "school_org_id": pl.Int64,
+    "sis_name": pl.String,
+    "name": pl.String,
+    "name_edited": pl.Boolean,
+    "owner_account_id": pl.Int64,
+    "active": pl.Boolean,
+}
+ORG_MEMBERSHIPS_SCHEMA = {
+    "id": pl.Int64,
+    "org_id": pl.Int64,
+    "account_id": pl.Int64,
+    "role": pl.String,
+    "active": pl.Boolean,
+}
+CLASS_MEMBERSHIPS_SCHEMA = {
+    "id": pl.Int64,
+    "class_id": pl.Int64,
+    "account_id": pl.Int64,
+    "role": pl.String,
+    "active": pl.Boolean,
+}
+GUARDIANSHIPS_SCHEMA = {
+    "id": pl.Int64,
+    "parent_account_id": pl.Int64,
+    "student_account_id": pl.Int64,
+    "active": pl.Boolean,
+}
+
+
+@dataclass
+class CurrentState:
+    """What the database holds for one district (SIS-sourced rows only)."""
+
+    district_id: int
+    orgs: pl.DataFrame
+    links: pl.DataFrame
+    accounts: pl.DataFrame
+    contacts: pl.DataFrame
+    classes: pl.DataFrame
+    org_memberships: pl.DataFrame
+    class_memberships: pl.DataFrame
+    guardianships: pl.DataFrame
+    last_applied_at: datetime | None
+
+
+def get_or_create_district(conn: Connection, district_sis_id: str) -> int:
+    """The district's organisation id; a district unknown to the database is registered."""
+    existing = conn.execute(
+        select(Organisation.id).where(
+            Organisation.kind == "district",
+            Organisation.district_id.is_(None),
+            Organisation.sis_id == district_sis_id,
+        )
+    ).scalar()
+    if existing is not None:
+        return int(existing)
+    district_id = conn.execute(
+        insert(Organisation)
+        .values(kind="district", sis_id=district_sis_id, name=district_sis_id)
+        .returning(Organisation.id)
+    ).scalar_one()
+    conn.execute(insert(DistrictSettings).values(district_id=district_id))
+    return int(district_id)
+
+
+def find_district(conn: Connection, district_sis_id: str) -> int | None:
+    return conn.execute(
+        select(Organisation.id).where(
+            Organisation.kind == "district",
+            Organisation.district_id.is_(None),
+            Organisation.sis_id == district_sis_id,
+        )
+    ).scalar()
+
+
+def load_current_state(
+    conn: Connection, district_id: int, extra_account_ids: list[int] | None = None
+) -> CurrentState:
+    """Read the district's rows; `extra_account_ids` adds accounts matched by contact."""
+    orgs = read_frame(
+        conn,
+        select(
+            Organisation.id,
+            Organisation.sis_id,
+            Organisation.name,
+            Organisation.kind,
+            Organisation.active,
+        ).where(Organisation.district_id == district_id),
+        ORGS_SCHEMA,
+    )
+    links = read_frame(
+        conn,
+        select(
+            SisLink.id,
+            SisLink.person_key,
+            SisLink.role,
+            SisLink.sis_id,
+            SisLink.account_id,
+            SisLink.active,
+        ).where(SisLink.district_id == district_id),
+        LINKS_SCHEMA,
+    )
+    account_ids = sorted(set(links["account_id"].to_list()) | set(extra_account_ids or []))
+    accounts = concat(
+        (
+            read_frame(
+                conn,
+                select(
+                    Account.id, Account.first_name, Account.last_name, Account.dob, Account.grade
+                ).where(Account.id.in_(chunk)),
+                ACCOUNTS_SCHEMA,
+            )
+            for chunk in chunks(account_ids)
+        ),
+        ACCOUNTS_SCHEMA,
+    )
+    contacts = concat(
+        (
+            read_frame(
+                conn,
+                select(
+                    ContactPoint.id,
+                    ContactPoint.account_id,
+                    ContactPoint.kind,
+                    ContactPoint.value,
+                    ContactPoint.verified,
+                ).where(ContactPoint.account_id.in_(chunk)),
+                CONTACTS_SCHEMA,
+            )
+            for chunk in chunks(account_ids)
+        ),
+        CONTACTS_SCHEMA,
+    )
+    classes = read_frame(
+        conn,
+        select(
+            Class.id,
+            Class.sis_class_id,
+            Class.school_id,
+            Class.sis_name,
+            Class.name,
+            Class.name_edited,
+            Class.owner_account_id,
+            Class.active,
+        ).where(Class.district_id == district_id, Class.sis_class_id.is_not(None)),
+        CLASSES_SCHEMA,
+    )
+    org_memberships = read_frame(
+        conn,
+        select(
+            OrgMembership.id,
+            OrgMembership.org_id,
+            OrgMembership.account_id,
+            OrgMembership.role,
+            OrgMembership.active,
+        )
+        .join(Organisation, Organisation.id == OrgMembership.org_id)
+        .where(Organisation.district_id == district_id, OrgMembership.source == "sis"),
+        ORG_MEMBERSHIPS_SCHEMA,
+    )
+    class_memberships = read_frame(
+        conn,
+        select(
+            ClassMembership.id,
+            ClassMembership.class_id,
+            ClassMembership.account_id,
+            ClassMembership.role,
+            ClassMembership.active,
+        )
+        .join(Class, Class.id == ClassMembership.class_id)
+        .where(and_(Class.district_id == district_id, ClassMembership.source == "sis")),
+        CLASS_MEMBERSHIPS_SCHEMA,
+    )
+    guardianships = read_frame(
+        conn,
+        select(
+            Guardianship.id,
+            Guardianship.parent_account_id,
+            Guardianship.student_account_id,
+            Guardianship.active,
+        ).where(Guardianship.district_id == district_id),
+        GUARDIANSHIPS_SCHEMA,
+    )
+    last_applied_at = conn.execute(
+        select(SyncRun.finished_at)
+        .where(SyncRun.district_id == district_id, SyncRun.status.in_(("applied", "held")))
+        .order_by(SyncRun.finished_at.desc())
+        .limit(1)
+    ).scalar()
+    return CurrentState(
+        district_id=district_id,
+        orgs=orgs,
+        links=links,
+        accounts=accounts,
+        contacts=contacts,
+        classes=classes,
+        org_memberships=org_memberships,
+        class_memberships=class_memberships,
+        guardianships=guardianships,
+        last_applied_at=last_applied_at,
+    )
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

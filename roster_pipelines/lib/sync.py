@@ -1,0 +1,187 @@
+"""The stages after validation, as the assets call them: identity, plan, apply.
+
+Each function takes an engine and plain values and returns plain values, so the same
+code runs under Dagster, in the CLI and in tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import polars as pl
+from sqlalchemy import Engine, select
+
+from roster_pipelines.lib.canonical import Roster
+from roster_pipelines.lib.drops import DropManifest
+from roster_pipelines.lib.identity import contact_owners, decision_counts, resolve_identities
+from roster_pipelines.lib.issues import ISSUES_SCHEMA, concat_issues
+from roster_pipelines.lib.plan import CHANGE_KEYS, SyncPlan, build_plan
+from roster_pipelines.lib.store.models import DistrictSettings
+from roster_pipelines.lib.store.state import get_or_create_district, load_current_state, utcnow
+from roster_pipelines.lib.store.writer import apply_plan, record_hold, record_sync_run
+
+APPLIED = "applied"
+HELD = "held"
+REJECTED = "rejected"
+DRY_RUN = "dry_run"
+
+
+@dataclass
+class IdentityResult:
+    district_id: int
+    identities: pl.DataFrame
+    decisions: dict[str, int]
+
+
+@dataclass
+class SyncOutcome:
+    """What happened to one drop; the CLI's JSON and the report are built from it."""
+
+    district: str
+    drop: str
+    status: str
+    counts: dict[str, int]
+    changes: dict[str, int]
+    issues: pl.DataFrame
+    planned: dict[str, int] | None = None
+    hold_reasons: list[str] = field(default_factory=list)
+    sync_run_id: int | None = None
+    is_initial: bool = False
+    decisions: dict[str, int] = field(default_factory=dict)
+
+    def issue_counts(self) -> dict[str, int]:
+        by = self.issues.group_by("severity").len()
+        return dict(zip(by["severity"].to_list(), by["len"].to_list(), strict=True))
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "district": self.district,
+            "drop": self.drop,
+            "status": self.status,
+            "counts": self.counts,
+            "changes": self.changes,
+            "issues": self.issues.to_dicts(),
+        }
+        if self.planned is not None:
+            data["planned"] = self.planned
+        if self.hold_reasons:
+            data["hold_reasons"] = self.hold_reasons
+        return data
+
+
+def zero_changes() -> dict[str, int]:
+    return dict.fromkeys(CHANGE_KEYS, 0)
+
+
+def resolve_drop(engine: Engine, district: str, roster: Roster) -> IdentityResult:
+    """Register the district on its first drop, then resolve every person's account."""
+    with engine.begin() as conn:
+        district_id = get_or_create_district(conn, district)
+        identities = resolve_identities(conn, district_id, roster)
+    return IdentityResult(district_id, identities, decision_counts(identities))
+
+
+def plan_drop(
+    engine: Engine, identity: IdentityResult, roster: Roster, *, now: datetime | None = None
+) -> SyncPlan:
+    with engine.connect() as conn:
+        linked_ids = identity.identities["account_id"].drop_nulls().unique().to_list()
+        current = load_current_state(conn, identity.district_id, extra_account_ids=linked_ids)
+        owners = contact_owners(conn, roster.contacts.select("kind", "value"))
+        thresholds = conn.execute(
+            select(DistrictSettings.removal_thresholds).where(
+                DistrictSettings.district_id == identity.district_id
+            )
+        ).scalar()
+    return build_plan(
+        roster, identity.identities, current, owners, thresholds=thresholds, now=now or utcnow()
+    )
+
+
+def apply_drop(
+    engine: Engine,
+    manifest: DropManifest,
+    roster: Roster,
+    plan: SyncPlan,
+    *,
+    dry_run: bool = False,
+    started_at: datetime,
+    decisions: dict[str, int] | None = None,
+) -> SyncOutcome:
+    """Apply the plan and record the run, all in one transaction."""
+    issues = concat_issues(roster.issues, plan.issues)
+    planned = plan.counts(include_removals=True)
+    with engine.begin() as conn:
+        if dry_run:
+            status, changes = DRY_RUN, zero_changes()
+        else:
+            changes = apply_plan(conn, plan, now=utcnow())
+            status = HELD if plan.held else APPLIED
+        run_id = record_sync_run(
+            conn,
+            district_id=plan.district_id,
+            drop_id=manifest.drop,
+            content_hash=manifest.content_hash,
+            status=status,
+            is_initial=plan.is_initial,
+            counts=roster.counts(),
+            changes=changes,
+            planned=planned if status in (DRY_RUN, HELD) else None,
+            issues=issues,
+            started_at=started_at,
+            finished_at=utcnow(),
+        )
+        if status == HELD:
+            record_hold(conn, sync_run_id=run_id, plan=plan)
+    return SyncOutcome(
+        district=manifest.district,
+        drop=manifest.drop,
+        status=status,
+        counts=roster.counts(),
+        changes=changes,
+        issues=issues,
+        planned=planned if status in (DRY_RUN, HELD) else None,
+        hold_reasons=plan.hold_reasons,
+        sync_run_id=run_id,
+        is_initial=plan.is_initial,
+        decisions=decisions or {},
+    )
+
+
+def record_rejection(
+    engine: Engine, manifest: DropManifest, roster: Roster, *, started_at: datetime
+) -> SyncOutcome:
+    """A rejected drop changes no roster data; only the run and its issues are recorded."""
+    with engine.begin() as conn:
+        district_id = get_or_create_district(conn, manifest.district)
+        run_id = record_sync_run(
+            conn,
+            district_id=district_id,
+            drop_id=manifest.drop,
+            content_hash=manifest.content_hash,
+            status=REJECTED,
+            is_initial=False,
+            counts=roster.counts(),
+            changes=zero_changes(),
+            planned=None,
+            issues=roster.issues,
+            started_at=started_at,
+            finished_at=utcnow(),
+        )
+    return rejected_outcome(manifest, roster, sync_run_id=run_id)
+
+
+def rejected_outcome(
+    manifest: DropManifest, roster: Roster, *, sync_run_id: int | None = None
+) -> SyncOutcome:
+    return SyncOutcome(
+        district=manifest.district,
+        drop=manifest.drop,
+        status=REJECTED,
+        counts=roster.counts(),
+        changes=zero_changes(),
+        issues=roster.issues if roster.issues.height else pl.DataFrame(schema=ISSUES_SCHEMA),
+        sync_run_id=sync_run_id,
+    )
