@@ -30,9 +30,12 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-## The Dagster UI on http://127.0.0.1:3000
+## The Dagster UI on http://127.0.0.1:3000, on a temporary instance. It runs from a
+## scratch folder because `dagster dev` would otherwise take the production
+## dagster.yaml at the repository root (Postgres from DAGSTER_PG_*) as its instance.
 dev: install
-	$(BIN)/dagster dev -w workspace.yaml
+	mkdir -p .roster_state/dagster_dev
+	cd .roster_state/dagster_dev && ../../$(BIN)/dagster dev -w ../../workspace.yaml
 
 clean:
 	rm -rf .roster_state .pytest_cache .ruff_cache

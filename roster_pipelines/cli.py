@@ -36,6 +36,7 @@ def sync_folder(
     format: str = DEFAULT_FORMAT,
     drop: str | None = None,
     dry_run: bool = False,
+    log_level: str = "CRITICAL",
 ) -> SyncOutcome:
     """Archive a drop folder into the landing store and run its assets in process."""
     from roster_pipelines.defs.sync.inprocess import run_drop
@@ -51,7 +52,7 @@ def sync_folder(
         format=format,
         file_names=REQUIRED_FILES[format],
     )
-    return run_drop(manifest, settings, dry_run=dry_run).outcome
+    return run_drop(manifest, settings, dry_run=dry_run, log_level=log_level).outcome
 
 
 def _print_outcome(outcome: SyncOutcome, as_json: bool) -> None:
@@ -72,6 +73,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
         format=args.format,
         drop=args.drop,
         dry_run=args.dry_run,
+        log_level="DEBUG" if args.verbose else "CRITICAL",
     )
     _print_outcome(outcome, args.json)
     return _EXIT_BY_STATUS[outcome.status]
@@ -165,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--drop", help="drop id (default: folder name + content hash)")
     sync.add_argument("--dry-run", action="store_true", help="plan and report, apply nothing")
     sync.add_argument("--json", action="store_true", help="print one JSON object")
+    sync.add_argument("--verbose", action="store_true", help="show Dagster's step log on stderr")
     sync.set_defaults(func=cmd_sync)
 
     gen = sub.add_parser("generate", help="write a synthetic district drop")

@@ -181,6 +181,43 @@ CATALOGUE: dict[str, IssueType] = dict(
             "A name is longer than the format allows.",
             "Shorten the name in the SIS.",
         ),
+        # Added with the Remind CSV adapter and the contracts.
+        _t(
+            "HEADER_MISSING",
+            FILE_ERROR,
+            "A file has no header row (it is completely empty).",
+            "Export the file with its header row, even when it has no data rows.",
+        ),
+        _t(
+            "FILE_NOT_UTF8",
+            ALERT,
+            "The file is not UTF-8; it was read as Windows-1252.",
+            "Export the file as UTF-8 so that accented names arrive intact.",
+        ),
+        _t(
+            "SCHOOL_SKIPPED",
+            ERROR,
+            "The row depends on a school that was not applied.",
+            "Fix the school's own error; this row then applies.",
+        ),
+        _t(
+            "TEACHER_EMAIL_TAKEN",
+            ERROR,
+            "A teacher's only email also belongs to another teacher, who kept it.",
+            "Give every teacher their own email address.",
+        ),
+        _t(
+            "VALUE_INVALID",
+            ERROR,
+            "A value is not one of the values the sync understands.",
+            "Use one of the values the format allows.",
+        ),
+        _t(
+            "USER_ID_AMBIGUOUS",
+            ALERT,
+            "An enrollment's user_id is both a teacher id and a student id; it was read as the student unless that teacher owns the class.",
+            "Use ids that are unique across teachers and students (for example, prefix teacher ids).",
+        ),
     ]
 )
 

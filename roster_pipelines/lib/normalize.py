@@ -5,6 +5,7 @@ Scalar functions (one value) use the well-kept libraries directly:
 - `normalize_email`: email-validator syntax check (no DNS), lower-cased normalised address.
 - `normalize_phone`: phonenumbers parse + `is_valid_number`, formatted as E.164.
 - `clean_name`: trimmed, internal whitespace collapsed.
+- `canonical_grade`: a grade level as PK, K or 1-12 when it is recognisably one.
 
 The ``*_series`` helpers do the same over a polars Series (a drop can hold a million
 people). They call the library once per DISTINCT value (`map_distinct`), never once per
@@ -25,6 +26,7 @@ a million distinct addresses:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import phonenumbers
@@ -32,6 +34,8 @@ import polars as pl
 from email_validator import EmailNotValidError, validate_email
 
 __all__ = [
+    "canonical_grade",
+    "canonical_grade_series",
     "clean_name",
     "clean_name_expr",
     "map_distinct",
@@ -81,6 +85,54 @@ def normalize_phone(raw: str | None, region: str = "US") -> str | None:
     if not phonenumbers.is_valid_number(number):
         return None
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+_PK = "PK"
+_K = "K"
+# Keys are upper-cased with spaces, dashes, dots and underscores removed.
+_GRADE_WORDS = {
+    "PK": _PK,
+    "PREK": _PK,
+    "PREKINDERGARTEN": _PK,
+    "PREKG": _PK,
+    "PK3": _PK,
+    "PK4": _PK,
+    "K": _K,
+    "KG": _K,
+    "KN": _K,
+    "KINDER": _K,
+    "KINDERGARTEN": _K,
+    # Transitional kindergarten is the first year of a two-year kindergarten (California
+    # reports TK pupils at grade level KN), so it maps to K.
+    "TK": _K,
+}
+_GRADE_NUMBER = re.compile(r"(?:GRADE|GR|G)?0*(\d{1,2})(?:ST|ND|RD|TH)?(?:GRADE|GR)?")
+_NEGATIVE_GRADE = re.compile(r"-\s*[12]")  # SIS codes: -1 = PK4, -2 = PK3
+
+
+def canonical_grade(raw: str | None) -> str | None:
+    """ "PK", "K" or "1".."12" for a recognisable grade; anything else trimmed, as given.
+
+    Accepts e.g. "Pre-K", "PK4", "-1" (PK); "KG", "Kindergarten", "TK", "0" (K);
+    "01", "Grade 3", "3rd", "3rd Grade", "Gr 3" (3). Unknown values ("Ungraded", "PS")
+    are kept as written so the district sees them.
+    """
+    value = clean_name(raw)
+    if value is None:
+        return None
+    if _NEGATIVE_GRADE.fullmatch(value):
+        return _PK
+    key = re.sub(r"[\s.\-_]", "", value.upper())
+    if key in _GRADE_WORDS:
+        return _GRADE_WORDS[key]
+    match = _GRADE_NUMBER.fullmatch(key)
+    if match:
+        number = int(match[1])
+        if number == 0:
+            return _K
+        if number <= 12:
+            return str(number)
+    return value
 
 
 # --- vectorised -------------------------------------------------------------------------
@@ -133,7 +185,9 @@ def normalize_email_series(values: pl.Series) -> pl.Series:
         & (pl.col("value").str.len_chars() <= _EMAIL_MAX_LENGTH)
     ).with_columns(
         local=pl.when(pl.col("simple")).then(pl.col("value").str.extract(r"^(.*)@", 1)),
-        domain=pl.when(pl.col("simple")).then(pl.col("value").str.extract(r"@(.*)$", 1).str.to_lowercase()),
+        domain=pl.when(pl.col("simple")).then(
+            pl.col("value").str.extract(r"@(.*)$", 1).str.to_lowercase()
+        ),
         other=pl.when(~pl.col("simple")).then("value"),
     )
     domain = map_distinct(frame["domain"], _normalize_domain)
@@ -149,7 +203,10 @@ def normalize_email_series(values: pl.Series) -> pl.Series:
 
 # A NANP number written in a common way; the area code and exchange groups give the
 # national number exactly as phonenumbers.parse would.
-_NANP = r"^(?:\+?1[ .-]?)?(?:\(([2-9]\d{2})\) ?|([2-9]\d{2})[ .-]?)(\d{3})[ .-]?(\d{4})$"
+_NANP = (
+    r"^(?:\+?1[ .-]?)?(?:\(([2-9]\d{2})\) ?|([2-9]\d{2})[ .-]?)(\d{3})[ .-]?(\d{4})"
+    r"(?: ?(?:x|ext\.?) ?\d{1,6})?$"  # an extension is not part of the E.164 number
+)
 
 
 def _nanp_e164(national: str, region: str) -> str | None:
@@ -187,3 +244,8 @@ def normalize_phone_series(values: pl.Series, region: str = "US") -> pl.Series:
             pl.when(pl.col("national").is_not_null()).then(nanp).otherwise(other).alias(values.name)
         )
     ).to_series()
+
+
+def canonical_grade_series(values: pl.Series) -> pl.Series:
+    """`canonical_grade` over a String series (grades repeat: one call per distinct value)."""
+    return map_distinct(values, canonical_grade)

@@ -27,9 +27,11 @@ STAGES = [
 def test_workspace_yaml_validates_with_the_dagster_cli(tmp_path: Path) -> None:
     dagster = shutil.which("dagster", path=str(Path(os.sys.executable).parent)) or "dagster"
     env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    # Like `make dev`: from a scratch folder, so the production dagster.yaml at the
+    # repository root (Postgres from DAGSTER_PG_*) is not picked up as the instance.
     proc = subprocess.run(
         [dagster, "definitions", "validate", "-w", str(REPO / "workspace.yaml")],
-        cwd=REPO,
+        cwd=tmp_path,
         env=env,
         capture_output=True,
         text=True,

@@ -1,7 +1,8 @@
 """The sync's assets, one per stage of ARCHITECTURE.md. Each body loads its inputs,
 calls one `lib` function and attaches metadata; the logic lives in `lib/`."""
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: Dagster reads the annotations at runtime.
+
 
 import dagster as dg
 import polars as pl
@@ -45,7 +46,9 @@ def _table_schema(frame: pl.DataFrame) -> dg.TableSchema:
 
 
 class ApplyConfig(dg.Config):
-    dry_run: bool = dg.Field(default=False, description="Plan and report, but apply nothing.")  # type: ignore[assignment]
+    """Run config of `applied_sync`."""
+
+    dry_run: bool = False  # plan and report, but apply nothing
 
 
 @dg.asset(partitions_def=drops_partitions, group_name=GROUP, kinds={"python"})

@@ -44,6 +44,7 @@ def run_drop(
     *,
     dry_run: bool = False,
     instance: dg.DagsterInstance | None = None,
+    log_level: str = "WARNING",
 ) -> InProcessRun:
     instance = instance or _instance()
     key = manifest.partition_key
@@ -59,19 +60,23 @@ def run_drop(
             ),
             "io_manager": DropStorageIOManager(state_dir=str(settings.state_dir)),
         },
-        run_config=dg.RunConfig({"applied_sync": ApplyConfig(dry_run=dry_run)}),
+        run_config=dg.RunConfig(
+            ops={"applied_sync": ApplyConfig(dry_run=dry_run)},
+            loggers={"console": {"config": {"log_level": log_level}}},
+        ),
         tags={"district": manifest.district},
         raise_on_error=False,
     )
-    failures = result.get_step_failure_events()
+    rejected = any(
+        not evaluation.passed and evaluation.check_name == "drop_is_usable"
+        for evaluation in result.get_asset_check_evaluations()
+    )
+    failures = [e for e in result.get_step_failure_events() if not (rejected and e.step_key == "validated_roster")]
     if failures:
         error = failures[0].event_specific_data.error  # type: ignore[union-attr]
-        raise SyncCrashed(
-            f"step {failures[0].step_key} failed: {error.message.strip() if error else 'unknown'}"
-        )
-    validated = result.output_for_node("validated_roster")
-    if validated.rejected:
-        outcome = rejected_outcome(manifest, validated)
+        raise SyncCrashed(f"step {failures[0].step_key} failed: {error.message.strip() if error else 'unknown'}")
+    if rejected:
+        outcome = rejected_outcome(manifest, result.output_for_node("validated_roster"))
     else:
         outcome = result.output_for_node("applied_sync")
     return InProcessRun(outcome=outcome, result=result)

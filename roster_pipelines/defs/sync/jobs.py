@@ -3,11 +3,9 @@
 import dagster as dg
 
 from roster_pipelines.defs.sync.assets import SYNC_ASSETS
-from roster_pipelines.defs.sync.partitions import drops_partitions
 
 roster_sync_job = dg.define_asset_job(
     "roster_sync_job",
     selection=dg.AssetSelection.assets(*SYNC_ASSETS),
-    partitions_def=drops_partitions,
     description="Sync one drop: archive check, parse, validate, identity, plan, apply, report.",
 )

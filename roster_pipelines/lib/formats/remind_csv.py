@@ -1,0 +1,503 @@
+"""Remind CSV 1.0 (SYNC_RULES F1): five CSV files in one folder → a parsed `Roster`.
+
+Reading
+- All five files are required; columns are matched by header name (trimmed, exact case,
+  a UTF-8 BOM removed), never by position; extra columns are ignored.
+- UTF-8 with or without BOM. A file that is not UTF-8 but is Windows-1252 is read as
+  such with a FILE_NOT_UTF8 alert; a file that is neither, or holds NUL bytes (a
+  spreadsheet or UTF-16 file), or is not valid CSV (a row with more fields than the
+  header) is FILE_UNREADABLE. A file without even a header row is HEADER_MISSING.
+- Every value is trimmed; an empty value is null. Rows whose required columns are all
+  empty (",,,," or blank lines) are ignored, but row numbers still count them:
+  ``src_row`` is the spreadsheet row (header = 1, first data row = 2).
+- schools.csv, teachers.csv and students.csv need at least one data row (FILE_EMPTY).
+- Any file-level problem rejects the drop: `Roster(rejected=True)` with every
+  file-level issue of the drop (and empty tables).
+
+Building the canonical tables (row-level checks that need the whole drop are in
+`contracts`)
+- schools: ``org_type`` is "program" when the name contains one of the words YMCA,
+  YWCA, Club(s), Program(s)/Programme(s), After-School/Afterschool, Camp(s).
+- people: one row per source row (a teacher per school, a student per guardian, a
+  parent per child); `contracts` merges the repeats. Teachers ``teacher:<teacher_id>``,
+  students ``student:<student_id>``, parents keyed by their first valid contact point,
+  ``parent:email:<email>`` else ``parent:phone:<e164>`` (siblings share a parent). A
+  guardian with names but no valid email or phone gives no parent (GUARDIAN_NO_CONTACT
+  alert); a row with every guardian column empty has no guardian and no issue.
+- dob must be YYYY-MM-DD (zero padding optional); otherwise null dob + DOB_INVALID alert.
+  grade: `normalize.canonical_grade` (PK, K, 1..12; unknown values kept as written).
+- contacts: normalised emails (lower case) and phones (E.164, region US). An invalid
+  student or guardian value is dropped with EMAIL_INVALID / PHONE_INVALID (alert). A
+  teachers.csv row without a valid teacher_email is TEACHER_EMAIL_INVALID (error, raised
+  here only, once per row; `contracts` skips the row); an invalid teacher phone is a
+  PHONE_INVALID alert.
+- school_memberships: teacher and student rows; a parent is a member of the school of
+  each student row that names them.
+- enrollments: ``user_id`` is looked up among the teacher and the student ids. An id
+  that is both is the TEACHER when that teacher owns the class (a teacher enrolled in
+  their own class), otherwise the STUDENT, with a USER_ID_AMBIGUOUS alert. An id that is
+  neither keeps ``person_key = "unknown:<user_id>"`` and a null role; `contracts`
+  reports it as UNKNOWN_USER. enrollments.csv's school_id is not used (the class
+  decides the school).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import polars as pl
+
+from roster_pipelines.lib import canonical as c
+from roster_pipelines.lib.contracts import AT, ids_expr, issue_frame, text
+from roster_pipelines.lib.issues import concat_issues, has_file_errors, issue_row, issues_frame
+from roster_pipelines.lib.normalize import (
+    canonical_grade_series,
+    clean_name_expr,
+    normalize_email_series,
+    normalize_phone_series,
+    trimmed_expr,
+)
+
+FORMAT = "remind-csv-1.0"
+
+SCHOOLS = "schools.csv"
+TEACHERS = "teachers.csv"
+STUDENTS = "students.csv"
+CLASSES = "classes.csv"
+ENROLLMENTS = "enrollments.csv"
+
+COLUMNS: dict[str, tuple[str, ...]] = {
+    SCHOOLS: ("school_id", "school_name"),
+    TEACHERS: (
+        "school_id",
+        "teacher_id",
+        "teacher_first_name",
+        "teacher_last_name",
+        "teacher_email",
+        "teacher_mobile_phone",
+    ),
+    STUDENTS: (
+        "school_id",
+        "student_id",
+        "student_first_name",
+        "student_last_name",
+        "dob",
+        "grade",
+        "student_email",
+        "student_phone",
+        "guardian_first_name",
+        "guardian_last_name",
+        "guardian_email",
+        "guardian_phone",
+    ),
+    CLASSES: ("school_id", "class_id", "teacher_id", "class_name"),
+    ENROLLMENTS: ("school_id", "class_id", "user_id"),
+}
+REQUIRED_FILES: tuple[str, ...] = tuple(COLUMNS)
+NEEDS_DATA_ROWS = (SCHOOLS, TEACHERS, STUDENTS)
+
+PHONE_REGION = "US"
+PROGRAM_WORDS = r"(?i)\b(?:ymca|ywca|clubs?|programs?|programmes?|after[- ]?school|camps?)\b"
+_BOM = b"\xef\xbb\xbf"
+
+
+# --- reading ----------------------------------------------------------------------------
+
+
+def _file_issue(code: str, name: str, message: str, field: str | None = None) -> dict[str, object]:
+    return issue_row(code, file=name, field=field, message=message)
+
+
+def _decode(name: str, data: bytes) -> tuple[bytes | None, list[dict[str, object]]]:
+    """UTF-8 bytes without BOM, or None when the file is not text we can read."""
+    data = data.removeprefix(_BOM)
+    if b"\x00" in data:
+        return None, [
+            _file_issue(
+                "FILE_UNREADABLE",
+                name,
+                f"{name} is not a CSV text file (it contains NUL bytes: "
+                "a spreadsheet or UTF-16 export?)",
+            )
+        ]
+    if data.isascii():
+        return data, []
+    try:
+        data.decode("utf-8")
+        return data, []
+    except UnicodeDecodeError:
+        pass
+    try:
+        data = data.decode("cp1252").encode("utf-8")
+    except UnicodeDecodeError:
+        return None, [
+            _file_issue("FILE_UNREADABLE", name, f"{name} is neither UTF-8 nor Windows-1252 text")
+        ]
+    return data, [
+        _file_issue(
+            "FILE_NOT_UTF8",
+            name,
+            f"{name} is not UTF-8; it was read as Windows-1252, check accented names",
+        )
+    ]
+
+
+def read_file(folder: Path, name: str) -> tuple[pl.DataFrame | None, list[dict[str, object]]]:
+    """One file's required columns (trimmed, empty → null) plus src_row, and its issues.
+
+    The frame is None when the file has a file-level problem.
+    """
+    columns = COLUMNS[name]
+    path = folder / name
+    if not path.is_file():
+        return None, [
+            _file_issue(
+                "FILE_MISSING",
+                name,
+                f"{name} is missing from the drop; every drop needs all five files",
+            )
+        ]
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        return None, [
+            _file_issue("FILE_UNREADABLE", name, f"{name} cannot be read: {err.strerror or err}")
+        ]
+    data, issues = _decode(name, raw)
+    if data is None:
+        return None, issues
+    try:
+        frame = pl.read_csv(io.BytesIO(data), infer_schema=False, has_header=True)
+    except pl.exceptions.NoDataError:
+        return None, [
+            *issues,
+            _file_issue("HEADER_MISSING", name, f"{name} is empty: it has no header row"),
+        ]
+    except pl.exceptions.PolarsError as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return None, [
+            *issues,
+            _file_issue("FILE_UNREADABLE", name, f"{name} cannot be read as CSV: {reason}"),
+        ]
+    renames: dict[str, str] = {}
+    for column in frame.columns:
+        clean = column.replace("\ufeff", "").strip()
+        if clean != column and clean not in frame.columns and clean not in renames.values():
+            renames[column] = clean
+    frame = frame.rename(renames)
+    missing = [col for col in columns if col not in frame.columns]
+    issues += [
+        _file_issue(
+            "COLUMN_MISSING",
+            name,
+            f"{name} has no column {col} in its header row",
+            field=col,
+        )
+        for col in missing
+    ]
+    present = [col for col in columns if col in frame.columns]
+    frame = (
+        frame.select([trimmed_expr(pl.col(col)).alias(col) for col in present])
+        .with_row_index("src_row", offset=2)
+        .with_columns(pl.col("src_row").cast(pl.Int64), src_file=pl.lit(name))
+    )
+    if present:
+        frame = frame.filter(pl.any_horizontal([pl.col(col).is_not_null() for col in present]))
+    if name in NEEDS_DATA_ROWS and frame.is_empty():
+        issues.append(
+            _file_issue("FILE_EMPTY", name, f"{name} has no data rows; the drop needs some")
+        )
+    if missing:
+        return None, issues
+    return frame, issues
+
+
+# --- building ---------------------------------------------------------------------------
+
+_SRC = ("src_file", "src_row")
+
+
+def _key(prefix: str, column: str) -> pl.Expr:
+    """``"<prefix><value>"``, null when the value is null."""
+    return pl.concat_str(pl.lit(prefix), pl.col(column))
+
+
+def _people(
+    frame: pl.DataFrame,
+    key: pl.Expr,
+    role: str,
+    names: tuple[str, str],
+    sis_id: str | None = None,
+    dob: pl.Expr | None = None,
+    grade: pl.Expr | None = None,
+) -> pl.DataFrame:
+    return frame.select(
+        *_SRC,
+        person_key=key,
+        role=pl.lit(role),
+        sis_id=pl.lit(None, pl.String) if sis_id is None else pl.col(sis_id),
+        first_name=clean_name_expr(pl.col(names[0])),
+        last_name=clean_name_expr(pl.col(names[1])),
+        dob=pl.lit(None, pl.Date) if dob is None else dob,
+        grade=pl.lit(None, pl.String) if grade is None else grade,
+    )
+
+
+def _memberships(frame: pl.DataFrame, key: pl.Expr, role: str) -> pl.DataFrame:
+    return frame.select(*_SRC, person_key=key, school_id="school_id", role=pl.lit(role))
+
+
+def _contacts(frame: pl.DataFrame, key: pl.Expr, kind: str, value: str, raw: str) -> pl.DataFrame:
+    """Contacts from column `raw` (normalised in column `value`); invalid ones are left out."""
+    return frame.filter(pl.col(value).is_not_null() & key.is_not_null()).select(
+        *_SRC,
+        person_key=key,
+        kind=pl.lit(kind),
+        value=value,
+        raw_value=raw,
+        source_column=pl.lit(raw),
+    )
+
+
+def _invalid(
+    frame: pl.DataFrame, code: str, raw: str, value: str, ids: pl.Expr, whose: pl.Expr
+) -> pl.DataFrame:
+    """`code` alerts for rows whose `raw` value is there but did not normalise."""
+    return issue_frame(
+        frame.filter(pl.col(raw).is_not_null() & pl.col(value).is_null()),
+        code,
+        ids=ids,
+        field=raw,
+        value=pl.col(raw),
+        message=text(*AT, raw, " '", pl.col(raw), "' of ", whose, " is not valid and was not used"),
+    )
+
+
+def _normalised(
+    frame: pl.DataFrame, emails: dict[str, str], phones: dict[str, str]
+) -> pl.DataFrame:
+    return frame.with_columns(
+        *[normalize_email_series(frame[raw]).alias(out) for raw, out in emails.items()],
+        *[
+            normalize_phone_series(frame[raw], PHONE_REGION).alias(out)
+            for raw, out in phones.items()
+        ],
+    )
+
+
+def _who(role: str, column: str) -> pl.Expr:
+    return pl.concat_str(pl.lit(f"{role} "), pl.col(column).fill_null("(no id)"))
+
+
+class _Parts:
+    """The canonical rows and issues one file contributes."""
+
+    def __init__(self) -> None:
+        self.tables: dict[str, list[pl.DataFrame]] = {name: [] for name in c.TABLE_SCHEMAS}
+        self.issues: list[pl.DataFrame] = []
+
+    def frame(self, table: str) -> pl.DataFrame:
+        schema = c.TABLE_SCHEMAS[table]
+        parts = [p.select(list(schema)).cast(dict(schema)) for p in self.tables[table]]
+        return pl.concat([c.empty(table), *parts], how="vertical")
+
+
+def _teachers(frame: pl.DataFrame, out: _Parts) -> None:
+    t = _normalised(frame, {"teacher_email": "email"}, {"teacher_mobile_phone": "phone"})
+    key = _key(f"{c.ROLE_TEACHER}:", "teacher_id")
+    ids = ids_expr([("teacher_id", pl.col("teacher_id"))])
+    who = _who("teacher", "teacher_id")
+    out.issues += [
+        issue_frame(
+            t.filter(pl.col("email").is_null()),
+            "TEACHER_EMAIL_INVALID",
+            ids=ids,
+            field="teacher_email",
+            value=pl.col("teacher_email"),
+            message=pl.when(pl.col("teacher_email").is_null())
+            .then(text(*AT, who, " has no email; every teacher needs one"))
+            .otherwise(
+                text(
+                    *AT,
+                    who,
+                    "'s email '",
+                    pl.col("teacher_email"),
+                    "' is not valid; every teacher needs a valid email",
+                )
+            ),
+        ),
+        _invalid(t, "PHONE_INVALID", "teacher_mobile_phone", "phone", ids, who),
+    ]
+    out.tables["people"].append(
+        _people(t, key, c.ROLE_TEACHER, ("teacher_first_name", "teacher_last_name"), "teacher_id")
+    )
+    out.tables["school_memberships"].append(_memberships(t, key, c.ROLE_TEACHER))
+    out.tables["contacts"] += [
+        _contacts(t, key, c.CONTACT_EMAIL, "email", "teacher_email"),
+        _contacts(t, key, c.CONTACT_PHONE, "phone", "teacher_mobile_phone"),
+    ]
+
+
+_GUARDIAN_COLUMNS = (
+    "guardian_first_name",
+    "guardian_last_name",
+    "guardian_email",
+    "guardian_phone",
+)
+
+
+def _students(frame: pl.DataFrame, out: _Parts) -> None:
+    s = _normalised(
+        frame,
+        {"student_email": "email", "guardian_email": "g_email"},
+        {"student_phone": "phone", "guardian_phone": "g_phone"},
+    ).with_columns(
+        birth=pl.col("dob").str.to_date("%Y-%m-%d", strict=False),
+        grade_level=canonical_grade_series(frame["grade"]),
+        parent_key=pl.when(pl.col("g_email").is_not_null())
+        .then(_key(f"{c.ROLE_PARENT}:{c.CONTACT_EMAIL}:", "g_email"))
+        .otherwise(_key(f"{c.ROLE_PARENT}:{c.CONTACT_PHONE}:", "g_phone")),
+        has_guardian=pl.any_horizontal([pl.col(g).is_not_null() for g in _GUARDIAN_COLUMNS]),
+    )
+    key = _key(f"{c.ROLE_STUDENT}:", "student_id")
+    parent = pl.col("parent_key")
+    ids = ids_expr([("student_id", pl.col("student_id"))])
+    who = _who("student", "student_id")
+    guardian_name = pl.concat_str(
+        "guardian_first_name", "guardian_last_name", separator=" ", ignore_nulls=True
+    )
+    with_parent = s.filter(parent.is_not_null())
+    out.issues += [
+        issue_frame(
+            s.filter(pl.col("dob").is_not_null() & pl.col("birth").is_null()),
+            "DOB_INVALID",
+            ids=ids,
+            field="dob",
+            value=pl.col("dob"),
+            message=text(
+                *AT, "dob '", pl.col("dob"), "' of ", who, " is not a YYYY-MM-DD date; not used"
+            ),
+        ),
+        _invalid(s, "EMAIL_INVALID", "student_email", "email", ids, who),
+        _invalid(s, "PHONE_INVALID", "student_phone", "phone", ids, who),
+        _invalid(s, "EMAIL_INVALID", "guardian_email", "g_email", ids, who),
+        _invalid(s, "PHONE_INVALID", "guardian_phone", "g_phone", ids, who),
+        issue_frame(
+            s.filter(pl.col("has_guardian") & parent.is_null()),
+            "GUARDIAN_NO_CONTACT",
+            ids=ids,
+            message=text(
+                *AT,
+                "guardian ",
+                pl.when(guardian_name != "").then(guardian_name).otherwise(pl.lit("(no name)")),
+                " of ",
+                who,
+                " has no valid email or phone, so no parent account was made",
+            ),
+        ),
+    ]
+    out.tables["people"] += [
+        _people(
+            s,
+            key,
+            c.ROLE_STUDENT,
+            ("student_first_name", "student_last_name"),
+            "student_id",
+            dob=pl.col("birth"),
+            grade=pl.col("grade_level"),
+        ),
+        _people(with_parent, parent, c.ROLE_PARENT, ("guardian_first_name", "guardian_last_name")),
+    ]
+    out.tables["school_memberships"] += [
+        _memberships(s, key, c.ROLE_STUDENT),
+        _memberships(with_parent, parent, c.ROLE_PARENT),
+    ]
+    out.tables["contacts"] += [
+        _contacts(s, key, c.CONTACT_EMAIL, "email", "student_email"),
+        _contacts(s, key, c.CONTACT_PHONE, "phone", "student_phone"),
+        _contacts(s, parent, c.CONTACT_EMAIL, "g_email", "guardian_email"),
+        _contacts(s, parent, c.CONTACT_PHONE, "g_phone", "guardian_phone"),
+    ]
+    out.tables["guardianships"].append(
+        with_parent.select(*_SRC, parent_person_key=parent, student_person_key=key)
+    )
+
+
+def _enrollments(
+    frame: pl.DataFrame,
+    teachers: pl.DataFrame,
+    students: pl.DataFrame,
+    classes: pl.DataFrame,
+    out: _Parts,
+) -> None:
+    owners = classes.select("class_id", owner_id="teacher_id").unique(
+        "class_id", keep="first", maintain_order=True
+    )
+    user = pl.col("user_id")
+    e = frame.join(owners, on="class_id", how="left", maintain_order="left").with_columns(
+        is_teacher=user.is_in(teachers["teacher_id"].drop_nulls().unique().implode()),
+        is_student=user.is_in(students["student_id"].drop_nulls().unique().implode()),
+        owns=(user == pl.col("owner_id")).fill_null(False),
+    )
+    e = e.with_columns(
+        role=pl.when(pl.col("is_teacher") & (pl.col("owns") | ~pl.col("is_student")))
+        .then(pl.lit(c.ROLE_TEACHER))
+        .when(pl.col("is_student"))
+        .then(pl.lit(c.ROLE_STUDENT))
+    ).with_columns(person_key=pl.concat_str(pl.col("role").fill_null("unknown"), pl.lit(":"), user))
+    out.issues.append(
+        issue_frame(
+            e.filter(pl.col("is_teacher") & pl.col("is_student") & ~pl.col("owns")),
+            "USER_ID_AMBIGUOUS",
+            ids=ids_expr([("class_id", pl.col("class_id")), ("user_id", user)]),
+            field="user_id",
+            value=user,
+            message=text(
+                *AT,
+                "user ",
+                user,
+                " is both a teacher id and a student id; it was read as student ",
+                user,
+            ),
+        )
+    )
+    out.tables["enrollments"].append(e.select(*_SRC, "class_id", "person_key", "role"))
+
+
+def parse(drop_dir: Path) -> c.Roster:
+    """The drop in `drop_dir` as a parsed `Roster` (see the module doc for the rules)."""
+    folder = Path(drop_dir)
+    frames: dict[str, pl.DataFrame] = {}
+    found: list[dict[str, object]] = []
+    for name in REQUIRED_FILES:
+        frame, issues = read_file(folder, name)
+        found += issues
+        if frame is not None:
+            frames[name] = frame
+    file_issues = issues_frame(found)
+    if has_file_errors(file_issues):
+        return c.Roster(rejected=True, issues=file_issues)
+
+    out = _Parts()
+    schools = frames[SCHOOLS].with_columns(name=clean_name_expr(pl.col("school_name")))
+    out.tables["schools"].append(
+        schools.with_columns(
+            org_type=pl.when(pl.col("name").str.contains(PROGRAM_WORDS).fill_null(False))
+            .then(pl.lit(c.ORG_PROGRAM))
+            .otherwise(pl.lit(c.ORG_SCHOOL))
+        )
+    )
+    _teachers(frames[TEACHERS], out)
+    _students(frames[STUDENTS], out)
+    out.tables["classes"].append(
+        frames[CLASSES].with_columns(
+            name=clean_name_expr(pl.col("class_name")),
+            owner_person_key=_key(f"{c.ROLE_TEACHER}:", "teacher_id"),
+        )
+    )
+    _enrollments(frames[ENROLLMENTS], frames[TEACHERS], frames[STUDENTS], frames[CLASSES], out)
+    return c.Roster(
+        **{table: out.frame(table) for table in c.TABLE_SCHEMAS},
+        issues=concat_issues(file_issues, *out.issues),
+    )
