@@ -74,8 +74,13 @@ def describe_district(engine: Engine, district: str) -> dict[str, Any]:
                 f"district {district!r} is not known; it is registered by its first drop"
             )
         settings = conn.execute(
-            select(DistrictSettings).where(DistrictSettings.district_id == district_id)
-        ).scalar_one()
+            select(
+                DistrictSettings.admin_name,
+                DistrictSettings.admin_email,
+                DistrictSettings.rostering_enforced,
+                DistrictSettings.removal_thresholds,
+            ).where(DistrictSettings.district_id == district_id)
+        ).one()
         people = conn.execute(
             select(func.count()).where(SisLink.district_id == district_id, SisLink.active)
         ).scalar_one()

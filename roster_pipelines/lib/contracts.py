@@ -16,7 +16,8 @@ depends on it"):
   a person who did not apply are skipped with PERSON_SKIPPED; rows that need a class that
   did not apply with CLASS_SKIPPED; rows that need a school that did not apply with
   SCHOOL_SKIPPED. Each message names the cause (code, file and row).
-- A source row gets at most one issue per code. Field checks report every problem of a
+- A source row gets at most one error per code (several canonical rows come from one
+  source row; the first table's wording is kept). Field checks report every problem of a
   row; the cross-file checks after them run in a fixed order and a row is reported by
   the first one it fails: enrollments UNKNOWN_USER (before the field checks: an
   unresolved user has no role), then fields, UNKNOWN_CLASS, CLASS_SKIPPED,
@@ -29,9 +30,12 @@ Repeats and duplicates ("first row wins"; "first" = first in the parsed table):
   differs is DUPLICATE_ID (error) on the later row.
 - people: a person on several rows (a teacher per school, a student per guardian, a
   parent per child) is normal. When a later row disagrees on the person's data (names,
-  dob, grade, or the person's email/phone on that row) it is REPEATED_ROW_DISAGREES
-  (alert); the first row's data is used, including its contacts. The later row still
-  applies otherwise (its school membership, its guardian link).
+  dob, grade, and for teachers and students the email/phone on that row) it is
+  REPEATED_ROW_DISAGREES (alert); the first row's data is used, including a teacher's or
+  student's contacts. A parent's contact points identify them, so a parent keeps the
+  contact points of all their rows. The later row still applies otherwise (its school
+  membership, its guardian link). People never get DUPLICATE_ID: repeating a person is
+  how the format lists several schools or guardians.
 
 Contact points (one email or phone belongs to one person): the highest role keeps it
 (teacher > parent > student), then the alphabetically first sis id, then person_key;
@@ -58,7 +62,7 @@ from pandera.config import ValidationDepth, config_context
 from roster_pipelines.lib import canonical as c
 from roster_pipelines.lib.issues import ERROR, ISSUES_SCHEMA, concat_issues, with_catalogue
 
-__all__ = ["MODELS", "ids_expr", "issue_frame", "text", "validate"]
+__all__ = ["AT", "MODELS", "ids_expr", "issue_frame", "text", "validate"]
 
 SCHOOL_NAME_MAX = 60
 CLASS_NAME_MAX = 255
@@ -114,12 +118,13 @@ def issue_frame(
             ids=ids,
             field=pl.lit(field, pl.String) if field is None or isinstance(field, str) else field,
             value=pl.lit(None, pl.String) if value is None else value.cast(pl.String),
-            message=message,
+            message=message.str.replace_all(r"\s*[\r\n]+\s*", " "),  # one line
         ),
         code,
     )
 
 
+# The start of every row-level message: "<file> row <n>: ".
 AT = (pl.col("src_file"), " row ", pl.col("src_row"), ": ")
 
 
@@ -373,20 +378,20 @@ def _field_issues(table: str, frame: pl.DataFrame) -> pl.DataFrame:
         grouped = rows_for_code.group_by("index", maintain_order=True).agg(
             pl.col("column").unique(maintain_order=True).str.join(", "),
             pl.exclude("column", "code", "check").first(),
-            field=_field_name(table).unique(maintain_order=True).str.join(", "),
-            label=_field_name(table)
+            _field=_field_name(table).unique(maintain_order=True).str.join(", "),
+            _label=_field_name(table)
             .str.replace("_id", " id", literal=True)
             .unique(maintain_order=True)
             .str.join(" and "),
-            value=value.first(),
+            _value=value.first(),
         )
         limit = SCHOOL_NAME_MAX if table == "schools" else CLASS_NAME_MAX
         message = {
             "ID_MISSING": text(
                 *AT,
                 "the ",
-                pl.col("label"),
-                pl.when(pl.col("label").str.contains(" and "))
+                pl.col("_label"),
+                pl.when(pl.col("_label").str.contains(" and "))
                 .then(pl.lit(" are empty"))
                 .otherwise(pl.lit(" is empty")),
             ),
@@ -396,11 +401,11 @@ def _field_issues(table: str, frame: pl.DataFrame) -> pl.DataFrame:
                 "the name of ",
                 what,
                 " is ",
-                pl.col("value").str.len_chars(),
+                pl.col("_value").str.len_chars(),
                 f" characters long (at most {limit})",
             ),
             "VALUE_INVALID": text(
-                *AT, pl.col("column"), " '", pl.col("value"), "' is not an allowed value"
+                *AT, pl.col("column"), " '", pl.col("_value"), "' is not an allowed value"
             ),
         }[code]
         parts.append(
@@ -408,8 +413,8 @@ def _field_issues(table: str, frame: pl.DataFrame) -> pl.DataFrame:
                 grouped,
                 code,
                 ids=_IDS[table],
-                field=pl.col("field"),
-                value=pl.col("value"),
+                field=pl.col("_field"),
+                value=pl.col("_value"),
                 message=message,
             )
         )
@@ -726,8 +731,10 @@ class _Validator:
         if repeated.is_empty():
             return people, contacts
         # Each row's contact points per kind, as an order-free signature (sum of hashes).
+        # A parent's contact points are all theirs (they identify the parent): not compared.
+        own_contacts = pl.col("role") != c.ROLE_PARENT
         signature = (
-            contacts.join(repeated.select(row_key), on=row_key, how="semi")
+            contacts.join(repeated.filter(own_contacts).select(row_key), on=row_key, how="semi")
             .unique([*row_key, "kind", "value"])
             .group_by(row_key)
             .agg(
@@ -760,9 +767,13 @@ class _Validator:
             )
         )
         first = pl.col("person_key").is_first_distinct()
-        later_rows = people.filter(~first).select(row_key)
-        # The winning row's contacts only (first row wins for contacts too).
+        later_rows = people.filter(~first & own_contacts).select(row_key)
+        # Teachers and students: the winning row's contacts only (first row wins for contacts
+        # too). Parents: the contact points of all their rows.
         contacts = contacts.join(later_rows, on=row_key, how="anti", maintain_order="left")
+        contacts = contacts.unique(
+            ["person_key", "kind", "value"], keep="first", maintain_order=True
+        )
         return people.filter(first), contacts
 
     def resolve_contacts(

@@ -32,7 +32,11 @@ def test_dagster_yaml_uses_postgres_and_limits_runs_per_district(
         coordinator = instance.run_coordinator
         assert type(coordinator).__name__ == "QueuedRunCoordinator"
         limits = coordinator.get_run_queue_config().tag_concurrency_limits
-        assert {"key": "district", "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in limits
+        assert {
+            "key": "district",
+            "value": {"applyLimitPerUniqueValue": True},
+            "limit": 1,
+        } in limits
         # Dagster really wrote its tables into that database.
         instance.add_dynamic_partitions("drops", ["d__x"])
         assert instance.get_dynamic_partitions("drops") == ["d__x"]

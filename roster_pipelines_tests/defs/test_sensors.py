@@ -89,3 +89,35 @@ def test_unsafe_folder_names_are_skipped(tmp_path: Path, store: RosterStore) -> 
     _age(write_drop(tmp_path / "zone" / "bad__name", ROWS))
     with dg.instance_for_test() as instance:
         assert _tick(instance, store, None).run_requests == []
+
+
+def test_sensor_run_request_executes_the_job(
+    tmp_path: Path, store: RosterStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run the sensor asks for syncs the drop through `roster_sync_job`."""
+    import sqlalchemy as sa
+
+    from roster_pipelines.definitions import defs
+    from roster_pipelines.lib.store.engine import make_engine
+    from roster_pipelines.lib.store.models import SisLink, SyncRun
+
+    monkeypatch.setenv("ROSTER_STATE_DIR", str(tmp_path / "state"))
+    _age(write_drop(tmp_path / "zone" / "lincoln-usd", ROWS))
+    with dg.instance_for_test() as instance:
+        result = _tick(instance, store, None)
+        [request] = result.run_requests
+        instance.add_dynamic_partitions(
+            "drops", list(result.dynamic_partitions_requests[0].partition_keys)
+        )
+        job = defs.resolve_job_def("roster_sync_job")
+        run = job.execute_in_process(
+            instance=instance, partition_key=request.partition_key, tags=request.tags
+        )
+        assert run.success
+    engine = make_engine(f"sqlite:///{tmp_path / 'state' / 'roster.db'}")
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(SyncRun.status)).scalars().all() == ["applied"]
+        assert set(conn.execute(sa.select(SisLink.person_key)).scalars()) == {
+            "teacher:T1",
+            "student:ST1",
+        }

@@ -3,7 +3,6 @@ calls one `lib` function and attaches metadata; the logic lives in `lib/`."""
 
 # No `from __future__ import annotations` here: Dagster reads the annotations at runtime.
 
-
 import dagster as dg
 import polars as pl
 

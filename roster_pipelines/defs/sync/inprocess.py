@@ -71,10 +71,16 @@ def run_drop(
         not evaluation.passed and evaluation.check_name == "drop_is_usable"
         for evaluation in result.get_asset_check_evaluations()
     )
-    failures = [e for e in result.get_step_failure_events() if not (rejected and e.step_key == "validated_roster")]
+    failures = [
+        e
+        for e in result.get_step_failure_events()
+        if not (rejected and e.step_key == "validated_roster")
+    ]
     if failures:
         error = failures[0].event_specific_data.error  # type: ignore[union-attr]
-        raise SyncCrashed(f"step {failures[0].step_key} failed: {error.message.strip() if error else 'unknown'}")
+        raise SyncCrashed(
+            f"step {failures[0].step_key} failed: {error.message.strip() if error else 'unknown'}"
+        )
     if rejected:
         outcome = rejected_outcome(manifest, result.output_for_node("validated_roster"))
     else:

@@ -7,7 +7,6 @@ run (and any later backfill) reads the archive, never the drop zone. Run keys ar
 district + content hash: the same files again start nothing.
 """
 
-
 import json
 import os
 import time

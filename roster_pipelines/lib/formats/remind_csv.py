@@ -22,8 +22,11 @@ Building the canonical tables (row-level checks that need the whole drop are in
   parent per child); `contracts` merges the repeats. Teachers ``teacher:<teacher_id>``,
   students ``student:<student_id>``, parents keyed by their first valid contact point,
   ``parent:email:<email>`` else ``parent:phone:<e164>`` (siblings share a parent). A
-  guardian with names but no valid email or phone gives no parent (GUARDIAN_NO_CONTACT
-  alert); a row with every guardian column empty has no guardian and no issue.
+  guardian row with no valid email whose phone and name match a guardian row with an
+  email is that parent (same email key), so a mistyped or missing email on one child's
+  row does not split the parent in two. A guardian with names but no valid email or
+  phone gives no parent (GUARDIAN_NO_CONTACT alert); a row with every guardian column
+  empty has no guardian and no issue.
 - dob must be YYYY-MM-DD (zero padding optional); otherwise null dob + DOB_INVALID alert.
   grade: `normalize.canonical_grade` (PK, K, 1..12; unknown values kept as written).
 - contacts: normalised emails (lower case) and phones (E.164, region US). An invalid
@@ -291,7 +294,7 @@ def _who(role: str, column: str) -> pl.Expr:
 
 
 class _Parts:
-    """The canonical rows and issues one file contributes."""
+    """The canonical rows and issues the files of a drop contribute, table by table."""
 
     def __init__(self) -> None:
         self.tables: dict[str, list[pl.DataFrame]] = {name: [] for name in c.TABLE_SCHEMAS}
@@ -347,6 +350,39 @@ _GUARDIAN_COLUMNS = (
 )
 
 
+def _same_guardian_by_phone(s: pl.DataFrame) -> pl.DataFrame:
+    """A guardian row without a valid email whose phone and name (case-insensitive) match
+    a guardian row that has a valid email is that parent: it takes the email key (the
+    alphabetically first, should several match). Siblings then share the parent even when
+    one child's row lacks the email or has it mistyped."""
+    candidates = s.filter(pl.col("g_email").is_null() & pl.col("g_phone").is_not_null())
+    if candidates.is_empty():
+        return s
+    donors = s.filter(pl.col("g_email").is_not_null()).join(
+        candidates.select("g_phone").unique(), on="g_phone", how="semi"
+    )
+    name = pl.concat_str(
+        clean_name_expr(pl.col("guardian_first_name")).str.to_lowercase(),
+        clean_name_expr(pl.col("guardian_last_name")).str.to_lowercase(),
+        separator="|",
+        ignore_nulls=True,
+    )
+    name = pl.when(name != "").then(name).alias("_g_name")
+    email_keys = (
+        donors.with_columns(name)
+        .group_by("g_phone", "_g_name")
+        .agg(_email_key=pl.col("parent_key").min())
+    )
+    rekeyed = candidates.with_columns(name).join(email_keys, on=["g_phone", "_g_name"], how="inner")
+    return (
+        s.join(
+            rekeyed.select("src_row", "_email_key"), on="src_row", how="left", maintain_order="left"
+        )
+        .with_columns(parent_key=pl.coalesce("_email_key", "parent_key"))
+        .drop("_email_key")
+    )
+
+
 def _students(frame: pl.DataFrame, out: _Parts) -> None:
     s = _normalised(
         frame,
@@ -360,6 +396,7 @@ def _students(frame: pl.DataFrame, out: _Parts) -> None:
         .otherwise(_key(f"{c.ROLE_PARENT}:{c.CONTACT_PHONE}:", "g_phone")),
         has_guardian=pl.any_horizontal([pl.col(g).is_not_null() for g in _GUARDIAN_COLUMNS]),
     )
+    s = _same_guardian_by_phone(s)
     key = _key(f"{c.ROLE_STUDENT}:", "student_id")
     parent = pl.col("parent_key")
     ids = ids_expr([("student_id", pl.col("student_id"))])
