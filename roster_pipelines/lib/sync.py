@@ -117,7 +117,7 @@ def apply_drop(
         if dry_run:
             status, changes = DRY_RUN, zero_changes()
         else:
-            changes = apply_plan(conn, plan, now=utcnow())
+            changes = apply_plan(conn, plan, now=utcnow()).counts
             status = HELD if plan.held else APPLIED
         run_id = record_sync_run(
             conn,

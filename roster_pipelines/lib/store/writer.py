@@ -8,14 +8,15 @@ plan's temporary negative ids in every reference.
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import polars as pl
-from sqlalchemy import Connection, Table, bindparam, insert, update
+from sqlalchemy import Connection, Table, bindparam, insert, select, update
 
 from roster_pipelines.lib.plan import SyncPlan, TableChanges, held_changes
-from roster_pipelines.lib.store.frames import chunks, records
+from roster_pipelines.lib.store.frames import chunks, concat, read_frame, records
 from roster_pipelines.lib.store.models import (
     Account,
     Class,
@@ -103,11 +104,19 @@ def _join_codes(n: int) -> list[str]:
     return ["".join(secrets.choice(_JOIN_CODE_ALPHABET) for _ in range(10)) for _ in range(n)]
 
 
-def apply_plan(conn: Connection, plan: SyncPlan, *, now: datetime) -> dict[str, int]:
-    """Write the plan; a held plan applies additions and updates but no removals.
+@dataclass
+class AppliedChanges:
+    """What `apply_plan` wrote: counts, and the added rows with their real ids (for
+    notifications and reports)."""
 
-    Returns the change counts that were actually applied.
-    """
+    counts: dict[str, int]
+    classes_added: pl.DataFrame  # id, sis_class_id, school_org_id, sis_name, owner_account_id
+    class_memberships_added: pl.DataFrame  # class_id, account_id, role (adds and reactivations)
+    accounts_added: pl.DataFrame  # id, person_key
+
+
+def apply_plan(conn: Connection, plan: SyncPlan, *, now: datetime) -> AppliedChanges:
+    """Write the plan; a held plan applies additions and updates but no removals."""
     removals = not plan.held
     district_id = plan.district_id
 
@@ -206,13 +215,14 @@ def apply_plan(conn: Connection, plan: SyncPlan, *, now: datetime) -> dict[str, 
         now=now,
     )
     cm = plan.class_memberships
+    class_membership_adds = _remap(
+        _remap(cm.adds, "class_id", class_map), "account_id", account_map
+    )
     _apply_links(
         conn,
         ClassMembership,
         TableChanges(
-            adds=_remap(_remap(cm.adds, "class_id", class_map), "account_id", account_map),
-            reactivations=cm.reactivations,
-            removals=cm.removals,
+            adds=class_membership_adds, reactivations=cm.reactivations, removals=cm.removals
         ),
         {"source": "sis"},
         removals=removals,
@@ -233,7 +243,36 @@ def apply_plan(conn: Connection, plan: SyncPlan, *, now: datetime) -> dict[str, 
         removals=removals,
         now=now,
     )
-    return plan.counts(include_removals=removals)
+    reactivated = _read_memberships(conn, cm.reactivations)
+    return AppliedChanges(
+        counts=plan.counts(include_removals=removals),
+        classes_added=class_adds.with_columns(id=pl.Series(class_ids, dtype=pl.Int64)).drop(
+            "temp_id"
+        ),
+        class_memberships_added=pl.concat(
+            [class_membership_adds.select(reactivated.columns), reactivated]
+        ),
+        accounts_added=pl.DataFrame(
+            {"id": pl.Series(account_ids, dtype=pl.Int64), "person_key": account_adds["person_key"]}
+        ),
+    )
+
+
+def _read_memberships(conn: Connection, ids: pl.DataFrame) -> pl.DataFrame:
+    schema = {"class_id": pl.Int64, "account_id": pl.Int64, "role": pl.String}
+    return concat(
+        (
+            read_frame(
+                conn,
+                select(
+                    ClassMembership.class_id, ClassMembership.account_id, ClassMembership.role
+                ).where(ClassMembership.id.in_(chunk)),
+                schema,
+            )
+            for chunk in chunks(ids["id"].to_list())
+        ),
+        schema,
+    )
 
 
 def record_sync_run(
