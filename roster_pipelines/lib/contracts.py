@@ -457,13 +457,14 @@ def _conform(table: str, frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def _first_wins(
-    frame: pl.DataFrame, key: str, compare: Sequence[str]
+    frame: pl.DataFrame, key: str, compare: Sequence[str], first: str | None = None
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(first row per key, later rows that differ from it with `fields` and `first_row`).
 
-    `frame` is in parsed order; later rows identical on `compare` are simply dropped.
+    `frame` is in parsed order (or `first` names a column marking each key's first row);
+    later rows identical on `compare` are simply dropped.
     """
-    first_mask = pl.col(key).is_first_distinct()
+    first_mask = pl.col(key).is_first_distinct() if first is None else pl.col(first)
     winners = frame.filter(first_mask)
     later = frame.filter(~first_mask)
     if later.is_empty():
@@ -723,13 +724,18 @@ class _Validator:
 
         Returns the winning people rows and the contacts of those rows.
         """
-        people = self.live(self.t["people"])
+        people = self.live(self.t["people"]).with_columns(
+            _first=pl.col("person_key").is_first_distinct()
+        )
         contacts = self.live(self.t["contacts"])
         row_key = ["person_key", *_SRC]
+        later = people.filter(~pl.col("_first"))
+        if later.is_empty():
+            return people.drop("_first"), contacts
         # Only people on several rows can disagree (most are on one).
-        repeated = people.filter(pl.col("person_key").is_duplicated())
-        if repeated.is_empty():
-            return people, contacts
+        repeated = people.join(
+            later.select("person_key").unique(), on="person_key", how="semi", maintain_order="left"
+        )
         # Each row's contact points per kind, as an order-free signature (sum of hashes).
         # A parent's contact points are all theirs (they identify the parent): not compared.
         own_contacts = pl.col("role") != c.ROLE_PARENT
@@ -746,7 +752,7 @@ class _Validator:
             signature, on=row_key, how="left", maintain_order="left"
         ).with_columns(pl.col(c.CONTACT_EMAIL, c.CONTACT_PHONE).fill_null(0))
         compare = ["first_name", "last_name", "dob", "grade", c.CONTACT_EMAIL, c.CONTACT_PHONE]
-        _, differing = _first_wins(repeated, "person_key", compare)
+        _, differing = _first_wins(repeated, "person_key", compare, first="_first")
         self.add(
             issue_frame(
                 differing,
@@ -766,15 +772,16 @@ class _Validator:
                 ),
             )
         )
-        first = pl.col("person_key").is_first_distinct()
-        later_rows = people.filter(~first & own_contacts).select(row_key)
         # Teachers and students: the winning row's contacts only (first row wins for contacts
-        # too). Parents: the contact points of all their rows.
-        contacts = contacts.join(later_rows, on=row_key, how="anti", maintain_order="left")
-        contacts = contacts.unique(
-            ["person_key", "kind", "value"], keep="first", maintain_order=True
+        # too). Parents: the contact points of all their rows (repeats of one point are
+        # merged by `resolve_contacts`).
+        contacts = contacts.join(
+            later.filter(own_contacts).select(row_key),
+            on=row_key,
+            how="anti",
+            maintain_order="left",
         )
-        return people.filter(first), contacts
+        return people.filter(pl.col("_first")).drop("_first"), contacts
 
     def resolve_contacts(
         self, people: pl.DataFrame, contacts: pl.DataFrame
@@ -786,11 +793,15 @@ class _Validator:
         point = ["kind", "value"]
         order = ["rank", "sis_id", "person_key", "_i"]
         email = pl.col("kind") == c.CONTACT_EMAIL
-        contested = contacts.filter(pl.struct(point).is_duplicated()).join(
-            people.select("person_key", "role", "sis_id"), on="person_key", how="inner"
-        )
-        contested = contested.with_columns(
-            rank=pl.col("role").replace_strict(c.ROLE_RANK, default=len(c.ROLE_RANK))
+        shared = contacts.filter(pl.struct(point).is_duplicated())
+        # A person's own repeats of a point (a parent on several rows) go without an issue.
+        own_first = pl.struct("person_key", *point).is_first_distinct()
+        repeats = shared.filter(~own_first).select("_i")
+        contested = (
+            shared.filter(own_first)
+            .filter(pl.len().over(point) > 1)
+            .join(people.select("person_key", "role", "sis_id"), on="person_key", how="inner")
+            .with_columns(rank=pl.col("role").replace_strict(c.ROLE_RANK, default=len(c.ROLE_RANK)))
         )
 
         def keepers(frame: pl.DataFrame) -> pl.DataFrame:
@@ -887,7 +898,8 @@ class _Validator:
                 ),
             )
         )
-        contacts = contacts.join(losers.select("_i"), on="_i", how="anti", maintain_order="left")
+        dropped = pl.concat([repeats, losers.select("_i")])
+        contacts = contacts.join(dropped, on="_i", how="anti", maintain_order="left")
         contacts = contacts.join(failed, on="person_key", how="anti", maintain_order="left")
 
         # A parent with no contact point left has no account (an alert, not an error).

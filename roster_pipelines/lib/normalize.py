@@ -20,8 +20,12 @@ a million distinct addresses:
   result is the same as `normalize_email` (see the equivalence test).
 - Phone: in a North American region (US, CA, ...), a value shaped like a NANP number
   (``(415) 555-2671``, ``415.555.2671``, ``+1 415 555 2671``, ``14155552671``) is a
-  known national number, so the library only checks validity of the distinct national
-  number (no parsing). Everything else goes through `normalize_phone`.
+  known national number (no parsing needed). Its validity for the region is decided in
+  one vectorised pass over the distinct numbers, with the patterns and lengths of the
+  region's phonenumbers metadata, the way `is_valid_number_for_region` uses them
+  (about 10 µs a number otherwise: half of parsing a million-person drop). National
+  numbers that are not valid there (another NANP region, or invalid) get the library's
+  `is_valid_number` once per distinct number; other values `normalize_phone`.
 """
 
 from __future__ import annotations
@@ -202,26 +206,62 @@ def normalize_email_series(values: pl.Series) -> pl.Series:
 
 
 # A NANP number written in a common way; the area code and exchange groups give the
-# national number exactly as phonenumbers.parse would.
+# national number exactly as phonenumbers.parse would. ASCII digits only.
 _NANP = (
-    r"^(?:\+?1[ .-]?)?(?:\(([2-9]\d{2})\) ?|([2-9]\d{2})[ .-]?)(\d{3})[ .-]?(\d{4})"
-    r"(?: ?(?:x|ext\.?) ?\d{1,6})?$"  # an extension is not part of the E.164 number
+    r"^(?:\+?1[ .-]?)?(?:\(([2-9][0-9]{2})\) ?|([2-9][0-9]{2})[ .-]?)([0-9]{3})[ .-]?([0-9]{4})"
+    r"(?: ?(?:x|ext\.?) ?[0-9]{1,6})?$"  # an extension is not part of the E.164 number
 )
+
+# The number types phonenumbers tries, in `phonenumberutil._number_type_helper`: a number
+# is valid for a region when it matches the region's general description and one of these.
+_NUMBER_TYPES = (
+    "premium_rate",
+    "toll_free",
+    "shared_cost",
+    "voip",
+    "personal_number",
+    "pager",
+    "uan",
+    "voicemail",
+    "fixed_line",
+    "mobile",
+)
+
+
+def _matches_desc(national: pl.Expr, desc: phonenumbers.PhoneNumberDesc | None) -> pl.Expr:
+    """phonenumbers' `_is_number_matching_desc` (length, then full pattern) as an expression."""
+    if desc is None or not desc.national_number_pattern:
+        return pl.lit(False)
+    matches = national.str.contains(f"^(?:{desc.national_number_pattern})$")
+    if desc.possible_length:
+        matches = matches & national.str.len_chars().is_in(list(desc.possible_length))
+    return matches
+
+
+def _valid_for_region(national: pl.Expr, region: str) -> pl.Expr:
+    """`phonenumbers.is_valid_number_for_region` of +1 numbers, vectorised with the region's
+    own metadata (patterns and lengths from the library, evaluated by polars)."""
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    if metadata is None:
+        return pl.lit(False)
+    types = [_matches_desc(national, getattr(metadata, name)) for name in _NUMBER_TYPES]
+    return _matches_desc(national, metadata.general_desc) & pl.any_horizontal(types)
 
 
 def _nanp_e164(national: str, region: str) -> str | None:
     number = phonenumbers.PhoneNumber(country_code=1, national_number=int(national))
-    # The region check is cheap and settles most numbers; is_valid_number covers the
-    # other NANP regions exactly as a parsed number would be checked.
-    if phonenumbers.is_valid_number_for_region(number, region) or phonenumbers.is_valid_number(
-        number
-    ):
+    if phonenumbers.is_valid_number(number):  # any NANP region, as a parsed number
         return f"+1{national}"
     return None
 
 
 def normalize_phone_series(values: pl.Series, region: str = "US") -> pl.Series:
-    """`normalize_phone` over a String series, one library call per distinct value/number."""
+    """`normalize_phone` over a String series.
+
+    NANP-shaped values valid in `region` are settled with the region's metadata in one
+    vectorised pass; the library is called once per distinct remaining national number
+    (another NANP region, or invalid) or distinct other value.
+    """
     frame = pl.DataFrame({"raw": values.cast(pl.String)}).with_columns(
         value=trimmed_expr(pl.col("raw"))
     )
@@ -236,13 +276,23 @@ def normalize_phone_series(values: pl.Series, region: str = "US") -> pl.Series:
         )
     else:
         frame = frame.with_columns(national=pl.lit(None, pl.String))
-    frame = frame.with_columns(other=pl.when(pl.col("national").is_null()).then("value"))
-    nanp = map_distinct(frame["national"], lambda n: _nanp_e164(n, region))
+    distinct = pl.DataFrame({"national": frame["national"].drop_nulls().unique()})
+    valid = distinct.filter(_valid_for_region(pl.col("national"), region))["national"]
+    frame = frame.with_columns(
+        local=pl.col("national").is_in(valid.implode()).fill_null(False)
+    ).with_columns(
+        nanp=pl.when(pl.col("national").is_not_null() & ~pl.col("local")).then("national"),
+        other=pl.when(pl.col("national").is_null()).then("value"),
+    )
+    nanp = map_distinct(frame["nanp"], lambda n: _nanp_e164(n, region))
     other = map_distinct(frame["other"], lambda v: normalize_phone(v, region))
-    return (
-        frame.select(
-            pl.when(pl.col("national").is_not_null()).then(nanp).otherwise(other).alias(values.name)
-        )
+    return frame.select(
+        pl.when(pl.col("local"))
+        .then(pl.concat_str(pl.lit("+1"), pl.col("national")))
+        .when(pl.col("national").is_not_null())
+        .then(nanp)
+        .otherwise(other)
+        .alias(values.name)
     ).to_series()
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+
+import phonenumbers
 import polars as pl
 import pytest
 
@@ -277,9 +280,29 @@ def test_phone_series_calls_the_library_once_per_distinct_number(
     monkeypatch.setattr(normalize, "_nanp_e164", count_nanp)
     monkeypatch.setattr(normalize, "normalize_phone", count_parse)
     rows = ["(415) 555-2671", "415.555.2671", "+1 415 555 2671", "(212) 201-3344"] * 50
+    rows += ["(416) 555-0199", "416.555.0199"] * 5  # Canada: not valid in the US region
+    rows += ["(460) 648-7647"] * 5  # no such area code
     rows += ["+44 20 7946 0958"] * 7
     got = normalize_phone_series(pl.Series(rows)).to_list()
     assert got[:4] == ["+14155552671", "+14155552671", "+14155552671", "+12122013344"]
+    assert got[200:202] == ["+14165550199", "+14165550199"]
+    assert got[210] is None
     assert got[-1] == "+442079460958"
-    assert sorted(nanp) == ["2122013344", "4155552671"]
+    # US numbers are settled by the vectorised metadata check; the rest once per number.
+    assert sorted(nanp) == ["4165550199", "4606487647"]
     assert parsed == ["+44 20 7946 0958"]
+
+
+@pytest.mark.parametrize("region", ["US", "CA", "PR"])
+def test_vectorised_region_validity_matches_the_library(region: str) -> None:
+    rng = random.Random(20261128)
+    numbers = [f"{rng.randint(2, 9)}{rng.randint(0, 999_999_999):09d}" for _ in range(20_000)]
+    got = pl.DataFrame({"n": numbers}).select(normalize._valid_for_region(pl.col("n"), region))
+    expected = [
+        phonenumbers.is_valid_number_for_region(
+            phonenumbers.PhoneNumber(country_code=1, national_number=int(n)), region
+        )
+        for n in numbers
+    ]
+    assert got["n"].to_list() == expected
+    assert 0 < sum(expected) < len(numbers)
