@@ -178,6 +178,8 @@ class SyncRun(Base):
     content_hash: Mapped[str | None] = mapped_column(String(64))
     # applied | held | rejected | dry_run
     status: Mapped[str] = mapped_column(String(16))
+    # When the drop's files were received (archived); orders drops of a district.
+    received_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     is_initial: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     counts: Mapped[dict | None] = mapped_column(JSON)
     changes: Mapped[dict | None] = mapped_column(JSON)
@@ -217,6 +219,21 @@ class Hold(_Timestamps, Base):
     )  # pending|confirmed|discarded
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     decided_by: Mapped[str | None] = mapped_column(String(255))
+
+
+class HeldChange(Base):
+    """One destructive change a hold keeps back (the downloadable list of a hold)."""
+
+    __tablename__ = "held_changes"
+    __table_args__ = (Index("ix_held_changes_hold", "hold_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    hold_id: Mapped[int] = mapped_column(ForeignKey("holds.id"))
+    # Which table the removal is in: sis_links, classes, organisations,
+    # org_memberships, class_memberships or guardianships.
+    table_name: Mapped[str] = mapped_column(String(32))
+    row_id: Mapped[int] = mapped_column(Integer)
+    label: Mapped[str | None] = mapped_column(String(400))
 
 
 class DistrictSettings(_Timestamps, Base):
