@@ -251,18 +251,25 @@ class NotificationOutbox(Base):
     """Notifications written in the same transaction as the change that causes them."""
 
     __tablename__ = "notification_outbox"
+    __table_args__ = (Index("ix_notification_outbox_status", "status"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     district_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"))
     sync_run_id: Mapped[int | None] = mapped_column(ForeignKey("sync_runs.id"))
-    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    # Null for a district admin's report email when the admin has no app account.
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"))
     channel: Mapped[str] = mapped_column(String(8))  # email | sms
     destination: Mapped[str] = mapped_column(String(320))
     template: Mapped[str] = mapped_column(String(64))
     payload: Mapped[dict | None] = mapped_column(JSON)
     idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|sent|failed
+    # pending | sending (claimed by a dispatcher, lease from claimed_at) | sent | failed
+    # | unknown (the dispatcher stopped between the provider call and the record: it
+    # may have gone out, so it is never retried automatically; see lib/notify/dispatch.py)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
