@@ -11,7 +11,7 @@ so the report, the CLI and the issue CSVs all say the same thing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import polars as pl
@@ -164,6 +164,12 @@ CATALOGUE: dict[str, IssueType] = dict(
             "Give each person their own email or phone in the SIS.",
         ),
         _t(
+            "DROP_OUT_OF_ORDER",
+            FILE_ERROR,
+            "The drop is older than a drop already applied for the district.",
+            "Send a new drop; a data-team member can force an older drop with --force.",
+        ),
+        _t(
             "CONTACT_IN_USE",
             ALERT,
             "An email or phone already belongs to another account in the app.",
@@ -217,6 +223,55 @@ CATALOGUE: dict[str, IssueType] = dict(
             ALERT,
             "An enrollment's user_id is both a teacher id and a student id; it was read as the student unless that teacher owns the class.",
             "Use ids that are unique across teachers and students (for example, prefix teacher ids).",
+        ),
+        # Added with issue 3 (reading real files; the rest of the catalogue).
+        _t(
+            "COLUMN_DUPLICATE",
+            FILE_ERROR,
+            "A required column appears more than once in a file's header row.",
+            "Keep one column of each name; the sync cannot tell which one holds the data.",
+        ),
+        _t(
+            "ROW_RAGGED",
+            FILE_ERROR,
+            "A row has more or fewer values than the header row has columns.",
+            "Quote values that contain commas or line breaks, and give every row one value per column.",
+        ),
+        _t(
+            "COLUMN_NAME_FIXED",
+            ALERT,
+            "A column name differs from the format's name in case or surrounding spaces; it was matched.",
+            "Use the exact column names of the format in the export.",
+        ),
+        _t(
+            "COLUMN_UNKNOWN",
+            ALERT,
+            "A column is not part of the format and was ignored.",
+            "Remove the column from the export, or check it is not a misspelt required column.",
+        ),
+        _t(
+            "ROW_EMPTY",
+            ALERT,
+            "A row has no value in any column the sync reads; it was ignored.",
+            "Remove empty rows from the export.",
+        ),
+        _t(
+            "ROW_REPEATED",
+            ALERT,
+            "A row repeats an earlier row of the same file exactly; the repeat was ignored.",
+            "Remove the repeated row from the export.",
+        ),
+        _t(
+            "GRADE_INVALID",
+            ALERT,
+            "A grade is not a grade level the sync knows (PK, K, 1-12); it was not used.",
+            "Use PK, K or 1 to 12 (common spellings such as 'Grade 3' or 'KG' are understood).",
+        ),
+        _t(
+            "TOO_MANY_GUARDIANS",
+            ALERT,
+            "A student has six or more guardians; the drop is held until an administrator confirms it.",
+            "Check the student's guardian rows in the SIS; an administrator confirms or discards the held drop.",
         ),
     ]
 )
@@ -276,3 +331,51 @@ def concat_issues(*frames: pl.DataFrame) -> pl.DataFrame:
 
 def has_file_errors(issues: pl.DataFrame) -> bool:
     return bool(issues.filter(pl.col("severity") == FILE_ERROR).height)
+
+
+# --- vectorised issue helpers (used by the format adapters and the contracts) -----------
+
+
+def ids_expr(pairs: Sequence[tuple[str | pl.Expr, pl.Expr]]) -> pl.Expr:
+    """`format_ids` as an expression: "k=v; k2=v2", pairs with a null value left out."""
+    parts = [
+        pl.concat_str(pl.lit(key) if isinstance(key, str) else key, pl.lit("="), value)
+        for key, value in pairs
+    ]
+    return pl.concat_str(parts, separator="; ", ignore_nulls=True)
+
+
+def text(*parts: str | pl.Expr) -> pl.Expr:
+    """A message: literal strings and expressions (nulls shown as "(empty)") joined."""
+    return pl.concat_str(
+        [pl.lit(p) if isinstance(p, str) else p.cast(pl.String).fill_null("(empty)") for p in parts]
+    )
+
+
+def issue_frame(
+    rows: pl.DataFrame,
+    code: str,
+    *,
+    ids: pl.Expr,
+    message: pl.Expr,
+    field: str | pl.Expr | None = None,
+    value: pl.Expr | None = None,
+) -> pl.DataFrame:
+    """One issue per row of `rows` (which has src_file and src_row), in ISSUES_SCHEMA."""
+    if rows.is_empty():
+        return pl.DataFrame(schema=ISSUES_SCHEMA)
+    return with_catalogue(
+        rows.select(
+            file=pl.col("src_file"),
+            row=pl.col("src_row"),
+            ids=ids,
+            field=pl.lit(field, pl.String) if field is None or isinstance(field, str) else field,
+            value=pl.lit(None, pl.String) if value is None else value.cast(pl.String),
+            message=message.str.replace_all(r"\s*[\r\n]+\s*", " "),  # one line
+        ),
+        code,
+    )
+
+
+# The start of every row-level message: "<file> row <n>: ".
+AT = (pl.col("src_file"), " row ", pl.col("src_row"), ": ")

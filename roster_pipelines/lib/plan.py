@@ -35,6 +35,7 @@ DEFAULT_THRESHOLDS: dict[str, dict[str, float]] = {
     "classes": {"percent": 20.0, "count": 10},
     "enrollments": {"percent": 20.0, "count": 100},
 }
+BEFORE = "_before"  # suffix of the old values in an update frame
 MAX_GUARDIANS = 5  # six or more guardians on one student holds the drop (R10)
 FRESHNESS_DAYS = 90  # R9
 
@@ -82,6 +83,8 @@ class SyncPlan:
     accounts_linked: int
     hold_reasons: list[str]
     issues: pl.DataFrame
+    # The latest applied/held run the plan was made against (None: first drop).
+    base_run_id: int | None = None
 
     @property
     def held(self) -> bool:
@@ -129,6 +132,18 @@ def _with_temp_ids(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(temp_id=-(pl.int_range(1, frame.height + 1, dtype=ID)))
 
 
+def _field_updates(joined: pl.DataFrame, id_column: str, fields: tuple[str, ...]) -> pl.DataFrame:
+    """Rows whose desired `fields` differ from the current `<field>_cur` values: the id,
+    the new values, and each old value as `<field>_before` (field-level before/after)."""
+    return joined.filter(
+        pl.any_horizontal(pl.col(f).ne_missing(pl.col(f"{f}_cur")) for f in fields)
+    ).select(
+        pl.col(id_column).alias("id"),
+        *fields,
+        *(pl.col(f"{f}_cur").alias(f"{f}{BEFORE}") for f in fields),
+    )
+
+
 def _diff_links(desired: pl.DataFrame, current: pl.DataFrame, keys: list[str]) -> TableChanges:
     """Diff for plain link tables (memberships, guardianships): adds, reactivations, removals."""
     desired = desired.unique(subset=keys, maintain_order=True)
@@ -164,9 +179,7 @@ def build_plan(
     existing_schools = s_joined.filter(pl.col("id").is_not_null())
     schools_changes = TableChanges(
         adds=school_adds,
-        updates=existing_schools.filter(
-            (pl.col("name") != pl.col("name_cur")) | (pl.col("kind") != pl.col("kind_cur"))
-        ).select("id", "name", "kind"),
+        updates=_field_updates(existing_schools, "id", ("name", "kind")),
         reactivations=existing_schools.filter(pl.col("active").not_()).select("id"),
         removals=current.orgs.filter(pl.col("active"))
         .join(schools, left_on="sis_id", right_on="school_id", how="anti")
@@ -207,13 +220,8 @@ def build_plan(
             .otherwise(pl.col("grade_cur")),
         )
     )
-    account_updates = desired_accounts.filter(
-        pl.any_horizontal(
-            pl.col(c).ne_missing(pl.col(f"{c}_cur"))
-            for c in ("first_name", "last_name", "dob", "grade")
-        )
-    ).select(
-        id="account_id", first_name="first_name", last_name="last_name", dob="dob", grade="grade"
+    account_updates = _field_updates(
+        desired_accounts, "account_id", ("first_name", "last_name", "dob", "grade")
     )
     accounts_changes = TableChanges(
         adds=creates.select("temp_id", "person_key", "first_name", "last_name", "dob", "grade"),
@@ -288,18 +296,14 @@ def build_plan(
         c_joined.filter(pl.col("id").is_null()).select(desired_classes.columns)
     )
     existing_classes = c_joined.filter(pl.col("id").is_not_null())
-    class_updates = existing_classes.filter(
-        pl.any_horizontal(
-            pl.col(c).ne_missing(pl.col(f"{c}_cur"))
-            for c in ("school_org_id", "sis_name", "owner_account_id")
-        )
-    ).select(
+    class_updates = _field_updates(
+        existing_classes.with_columns(
+            # R6: an owner-edited name is never overwritten by the SIS.
+            name_cur=pl.col("name"),
+            name=pl.when(pl.col("name_edited")).then(pl.col("name")).otherwise(pl.col("sis_name")),
+        ),
         "id",
-        "school_org_id",
-        "sis_name",
-        "owner_account_id",
-        # R6: an owner-edited name is never overwritten by the SIS.
-        name=pl.when(pl.col("name_edited")).then(pl.col("name")).otherwise(pl.col("sis_name")),
+        ("school_org_id", "sis_name", "owner_account_id", "name"),
     )
     classes_changes = TableChanges(
         adds=class_adds,
@@ -388,11 +392,175 @@ def build_plan(
         accounts_linked=int(identities.filter(pl.col("decision") == LINKED).height),
         hold_reasons=[],
         issues=issues_frame(plan_issues) if plan_issues else pl.DataFrame(schema=ISSUES_SCHEMA),
+        base_run_id=current.last_run_id,
     )
+    _label_removals(plan, current)
     plan.hold_reasons = guard_reasons(
         plan, roster, current, thresholds or DEFAULT_THRESHOLDS, now=now
     )
     return plan
+
+
+def _label_removals(plan: SyncPlan, current: CurrentState) -> None:
+    """Give every removal a label a person can read in the held-changes list."""
+    person = (
+        current.links.with_columns(
+            rank=pl.col("role").replace_strict(ROLE_RANK, return_dtype=pl.Int8)
+        )
+        .sort(["account_id", "rank"])
+        .unique(subset="account_id", keep="first")
+        .select("account_id", "person_key")
+    )
+    org = current.orgs.select(org_id="id", school=pl.col("sis_id"))
+    klass = current.classes.select(class_id="id", sis_class_id="sis_class_id")
+
+    def label(changes: TableChanges, current_rows: pl.DataFrame, expr: pl.Expr, *joins) -> None:
+        frame = changes.removals.select("id").join(current_rows, on="id", how="left")
+        for other, on in joins:
+            frame = frame.join(other, on=on, how="left")
+        changes.removals = frame.select("id", label=expr)
+
+    label(plan.schools, current.orgs, pl.format("school {}", pl.col("sis_id")))
+    label(plan.links, current.links, pl.col("person_key"))
+    label(plan.classes, current.classes, pl.format("class {}", pl.col("sis_class_id")))
+    label(
+        plan.org_memberships,
+        current.org_memberships,
+        pl.format("{} at school {} as {}", pl.col("person_key"), pl.col("school"), pl.col("role")),
+        (person, "account_id"),
+        (org, "org_id"),
+    )
+    label(
+        plan.class_memberships,
+        current.class_memberships,
+        pl.format(
+            "{} in class {} as {}", pl.col("person_key"), pl.col("sis_class_id"), pl.col("role")
+        ),
+        (person, "account_id"),
+        (klass, "class_id"),
+    )
+    parents = person.rename({"account_id": "parent_account_id", "person_key": "parent"})
+    students = person.rename({"account_id": "student_account_id", "person_key": "student"})
+    label(
+        plan.guardianships,
+        current.guardianships,
+        pl.format("{} guardian of {}", pl.col("parent"), pl.col("student")),
+        (parents, "parent_account_id"),
+        (students, "student_account_id"),
+    )
+
+
+# The tables whose rows a plan's removals deactivate, by TableChanges attribute.
+REMOVAL_TABLES = {
+    "schools": "organisations",
+    "links": "sis_links",
+    "classes": "classes",
+    "org_memberships": "org_memberships",
+    "class_memberships": "class_memberships",
+    "guardianships": "guardianships",
+}
+
+
+def removals_frame(plan: SyncPlan) -> pl.DataFrame:
+    """Every removal of the plan: table_name, row_id, label (a hold's exact list)."""
+    parts = [
+        getattr(plan, attr).removals.select(table_name=pl.lit(table), row_id="id", label="label")
+        for attr, table in REMOVAL_TABLES.items()
+    ]
+    return pl.concat(parts, how="vertical_relaxed")
+
+
+def changes_frame(plan: SyncPlan) -> pl.DataFrame:
+    """The plan as one table a person can read: type, action, id, field, before, after."""
+    schema = {
+        "type": pl.String,
+        "action": pl.String,
+        "id": pl.Int64,
+        "key": pl.String,
+        "field": pl.String,
+        "before": pl.String,
+        "after": pl.String,
+    }
+    parts: list[pl.DataFrame] = []
+    for attr in ("schools", "accounts", "classes"):
+        updates = getattr(plan, attr).updates
+        fields = [c for c in updates.columns if c != "id" and not c.endswith(BEFORE)]
+        for f in fields:
+            changed = updates.filter(pl.col(f).ne_missing(pl.col(f"{f}{BEFORE}")))
+            parts.append(
+                changed.select(
+                    type=pl.lit(attr),
+                    action=pl.lit("update"),
+                    id="id",
+                    key=pl.lit(None, pl.String),
+                    field=pl.lit(f),
+                    before=pl.col(f"{f}{BEFORE}").cast(pl.String),
+                    after=pl.col(f).cast(pl.String),
+                )
+            )
+    adds = {
+        "schools": pl.col("school_id"),
+        "accounts": pl.col("person_key"),
+        "links": pl.col("person_key"),
+        "classes": pl.col("sis_class_id"),
+    }
+    for attr, key in adds.items():
+        frame = getattr(plan, attr).adds
+        parts.append(
+            frame.select(
+                type=pl.lit(attr),
+                action=pl.lit("add"),
+                id=pl.lit(None, pl.Int64),
+                key=key.cast(pl.String),
+                field=pl.lit(None, pl.String),
+                before=pl.lit(None, pl.String),
+                after=pl.lit(None, pl.String),
+            )
+        )
+    for attr in ("org_memberships", "class_memberships", "guardianships", "contacts"):
+        n = getattr(plan, attr).adds.height
+        if n:
+            parts.append(
+                pl.DataFrame(
+                    {
+                        "type": [attr],
+                        "action": ["add"],
+                        "id": [None],
+                        "key": [f"{n} rows"],
+                        "field": [None],
+                        "before": [None],
+                        "after": [None],
+                    },
+                    schema=schema,
+                )
+            )
+    for attr in REMOVAL_TABLES:
+        changes = getattr(plan, attr)
+        parts.append(
+            changes.reactivations.select(
+                type=pl.lit(attr),
+                action=pl.lit("reactivate"),
+                id="id",
+                key=pl.lit(None, pl.String),
+                field=pl.lit(None, pl.String),
+                before=pl.lit(None, pl.String),
+                after=pl.lit(None, pl.String),
+            )
+        )
+    removals = removals_frame(plan)
+    attr_of = {table: attr for attr, table in REMOVAL_TABLES.items()}
+    parts.append(
+        removals.select(
+            type=pl.col("table_name").replace_strict(attr_of),
+            action=pl.lit("remove"),
+            id="row_id",
+            key="label",
+            field=pl.lit(None, pl.String),
+            before=pl.lit(None, pl.String),
+            after=pl.lit(None, pl.String),
+        )
+    )
+    return pl.concat([p.cast(schema) for p in parts if p.height] or [pl.DataFrame(schema=schema)])
 
 
 def guard_reasons(

@@ -7,20 +7,32 @@ code runs under Dagster, in the CLI and in tests.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import polars as pl
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select
 
 from roster_pipelines.lib.canonical import Roster
 from roster_pipelines.lib.drops import DropManifest
 from roster_pipelines.lib.identity import contact_owners, decision_counts, resolve_identities
-from roster_pipelines.lib.issues import ISSUES_SCHEMA, concat_issues
+from roster_pipelines.lib.issues import ISSUES_SCHEMA, concat_issues, issue_row, issues_frame
 from roster_pipelines.lib.plan import CHANGE_KEYS, SyncPlan, build_plan
+from roster_pipelines.lib.store.locks import lock_district
 from roster_pipelines.lib.store.models import DistrictSettings
-from roster_pipelines.lib.store.state import get_or_create_district, load_current_state, utcnow
-from roster_pipelines.lib.store.writer import apply_plan, record_hold, record_sync_run
+from roster_pipelines.lib.store.state import (
+    RunRef,
+    get_or_create_district,
+    latest_run,
+    load_current_state,
+    utcnow,
+)
+from roster_pipelines.lib.store.writer import (
+    apply_plan,
+    record_hold,
+    record_sync_run,
+    supersede_pending_holds,
+)
 
 APPLIED = "applied"
 HELD = "held"
@@ -100,6 +112,14 @@ def plan_drop(
     )
 
 
+class StalePlan(RuntimeError):
+    """Another drop of the district was applied after this plan was made."""
+
+
+def received_at(manifest: DropManifest) -> datetime:
+    return datetime.fromisoformat(manifest.archived_at)
+
+
 def apply_drop(
     engine: Engine,
     manifest: DropManifest,
@@ -107,18 +127,35 @@ def apply_drop(
     plan: SyncPlan,
     *,
     dry_run: bool = False,
+    force: bool = False,
     started_at: datetime,
     decisions: dict[str, int] | None = None,
 ) -> SyncOutcome:
-    """Apply the plan and record the run, all in one transaction."""
+    """Apply the plan and record the run, all in one transaction.
+
+    Under the district's lock the plan must still describe the database (no other
+    drop applied since it was made), and the drop must be newer than the last applied
+    one unless `force`: an older drop is rejected with DROP_OUT_OF_ORDER.
+    """
     issues = concat_issues(roster.issues, plan.issues)
     planned = plan.counts(include_removals=True)
     with engine.begin() as conn:
+        lock_district(conn, plan.district_id)
+        latest = latest_run(conn, plan.district_id)
+        if (latest.id if latest else None) != plan.base_run_id:
+            raise StalePlan(
+                f"drop {latest.drop_id if latest else '?'} of district {manifest.district} was applied "
+                "after this plan was made; run this drop again to plan it against the current data"
+            )
+        newer = latest and latest.received_at and _aware(latest.received_at) > received_at(manifest)
+        if newer and not force and not dry_run:
+            return _record_out_of_order(conn, manifest, roster, plan, latest, started_at)
         if dry_run:
             status, changes = DRY_RUN, zero_changes()
         else:
             changes = apply_plan(conn, plan, now=utcnow()).counts
             status = HELD if plan.held else APPLIED
+            supersede_pending_holds(conn, plan.district_id)
         run_id = record_sync_run(
             conn,
             district_id=plan.district_id,
@@ -132,6 +169,7 @@ def apply_drop(
             issues=issues,
             started_at=started_at,
             finished_at=utcnow(),
+            received_at=received_at(manifest),
         )
         if status == HELD:
             record_hold(conn, sync_run_id=run_id, plan=plan)
@@ -148,6 +186,52 @@ def apply_drop(
         is_initial=plan.is_initial,
         decisions=decisions or {},
     )
+
+
+def _aware(value: datetime) -> datetime:
+    """SQLite returns naive datetimes; the store writes UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _record_out_of_order(
+    conn: Connection,
+    manifest: DropManifest,
+    roster: Roster,
+    plan: SyncPlan,
+    latest: RunRef,
+    started_at: datetime,
+) -> SyncOutcome:
+    issue = issues_frame(
+        [
+            issue_row(
+                "DROP_OUT_OF_ORDER",
+                ids={"drop": manifest.drop, "newer_drop": latest.drop_id},
+                message=(
+                    f"drop {manifest.drop} was received at {manifest.archived_at}, before drop "
+                    f"{latest.drop_id}, which is already applied; it was not applied"
+                ),
+            )
+        ]
+    )
+    issues = concat_issues(roster.issues, plan.issues, issue)
+    run_id = record_sync_run(
+        conn,
+        district_id=plan.district_id,
+        drop_id=manifest.drop,
+        content_hash=manifest.content_hash,
+        status=REJECTED,
+        is_initial=False,
+        counts=roster.counts(),
+        changes=zero_changes(),
+        planned=None,
+        issues=issues,
+        started_at=started_at,
+        finished_at=utcnow(),
+        received_at=received_at(manifest),
+    )
+    outcome = rejected_outcome(manifest, roster, sync_run_id=run_id)
+    outcome.issues = issues
+    return outcome
 
 
 def record_rejection(
@@ -169,6 +253,7 @@ def record_rejection(
             issues=roster.issues,
             started_at=started_at,
             finished_at=utcnow(),
+            received_at=received_at(manifest),
         )
     return rejected_outcome(manifest, roster, sync_run_id=run_id)
 

@@ -101,6 +101,8 @@ class CurrentState:
     class_memberships: pl.DataFrame
     guardianships: pl.DataFrame
     last_applied_at: datetime | None
+    # The run the state reflects; the apply step refuses a plan made on older state.
+    last_run_id: int | None = None
 
 
 def get_or_create_district(conn: Connection, district_sis_id: str) -> int:
@@ -241,12 +243,7 @@ def load_current_state(
         ).where(Guardianship.district_id == district_id),
         GUARDIANSHIPS_SCHEMA,
     )
-    last_applied_at = conn.execute(
-        select(SyncRun.finished_at)
-        .where(SyncRun.district_id == district_id, SyncRun.status.in_(("applied", "held")))
-        .order_by(SyncRun.finished_at.desc())
-        .limit(1)
-    ).scalar()
+    last = latest_run(conn, district_id)
     return CurrentState(
         district_id=district_id,
         orgs=orgs,
@@ -257,8 +254,28 @@ def load_current_state(
         org_memberships=org_memberships,
         class_memberships=class_memberships,
         guardianships=guardianships,
-        last_applied_at=last_applied_at,
+        last_applied_at=last.finished_at if last else None,
+        last_run_id=last.id if last else None,
     )
+
+
+@dataclass(frozen=True)
+class RunRef:
+    id: int
+    drop_id: str
+    finished_at: datetime | None
+    received_at: datetime | None
+
+
+def latest_run(conn: Connection, district_id: int) -> RunRef | None:
+    """The district's latest drop that changed its data (applied or held)."""
+    row = conn.execute(
+        select(SyncRun.id, SyncRun.drop_id, SyncRun.finished_at, SyncRun.received_at)
+        .where(SyncRun.district_id == district_id, SyncRun.status.in_(("applied", "held")))
+        .order_by(SyncRun.id.desc())
+        .limit(1)
+    ).first()
+    return RunRef(*row) if row else None
 
 
 def utcnow() -> datetime:

@@ -15,7 +15,7 @@ from typing import Any
 import polars as pl
 from sqlalchemy import Connection, Table, bindparam, insert, select, update
 
-from roster_pipelines.lib.plan import SyncPlan, TableChanges, held_changes
+from roster_pipelines.lib.plan import BEFORE, SyncPlan, TableChanges, held_changes, removals_frame
 from roster_pipelines.lib.store.frames import chunks, concat, read_frame, records
 from roster_pipelines.lib.store.models import (
     Account,
@@ -23,6 +23,7 @@ from roster_pipelines.lib.store.models import (
     ClassMembership,
     ContactPoint,
     Guardianship,
+    HeldChange,
     Hold,
     Organisation,
     OrgMembership,
@@ -75,6 +76,7 @@ def _set_active(
 def _update_by_id(conn: Connection, model: Any, frame: pl.DataFrame, now: datetime) -> None:
     if not frame.height:
         return
+    frame = frame.select(c for c in frame.columns if not c.endswith(BEFORE))
     columns = [c for c in frame.columns if c != "id"]
     stmt = (
         update(_table(model))
@@ -289,6 +291,7 @@ def record_sync_run(
     issues: pl.DataFrame,
     started_at: datetime,
     finished_at: datetime,
+    received_at: datetime | None = None,
 ) -> int:
     """One sync_runs row with its issues; returns its id."""
     run_id = conn.execute(
@@ -304,6 +307,7 @@ def record_sync_run(
             planned=planned,
             started_at=started_at,
             finished_at=finished_at,
+            received_at=received_at,
         )
         .returning(SyncRun.id)
     ).scalar_one()
@@ -313,7 +317,8 @@ def record_sync_run(
 
 
 def record_hold(conn: Connection, *, sync_run_id: int, plan: SyncPlan) -> int:
-    return int(
+    """The hold and its exact list of held removals (`held_changes`)."""
+    hold_id = int(
         conn.execute(
             insert(Hold)
             .values(
@@ -325,4 +330,17 @@ def record_hold(conn: Connection, *, sync_run_id: int, plan: SyncPlan) -> int:
             )
             .returning(Hold.id)
         ).scalar_one()
+    )
+    rows = removals_frame(plan).with_columns(hold_id=pl.lit(hold_id, pl.Int64))
+    if rows.height:
+        conn.execute(insert(HeldChange), rows.to_dicts())
+    return hold_id
+
+
+def supersede_pending_holds(conn: Connection, district_id: int) -> None:
+    """A newer drop makes older pending holds moot: its own plan decides removals now."""
+    conn.execute(
+        update(Hold)
+        .where(Hold.district_id == district_id, Hold.status == "pending")
+        .values(status="superseded")
     )
