@@ -43,6 +43,7 @@ def run_drop(
     settings: Settings,
     *,
     dry_run: bool = False,
+    force: bool = False,
     instance: dg.DagsterInstance | None = None,
     log_level: str = "WARNING",
 ) -> InProcessRun:
@@ -61,7 +62,7 @@ def run_drop(
             "io_manager": DropStorageIOManager(state_dir=str(settings.state_dir)),
         },
         run_config=dg.RunConfig(
-            ops={"applied_sync": ApplyConfig(dry_run=dry_run)},
+            ops={"applied_sync": ApplyConfig(dry_run=dry_run, force=force)},
             loggers={"console": {"config": {"log_level": log_level}}},
         ),
         tags={"district": manifest.district},
