@@ -60,11 +60,22 @@ import polars as pl
 from pandera.config import ValidationDepth, config_context
 
 from roster_pipelines.lib import canonical as c
-from roster_pipelines.lib.issues import ERROR, ISSUES_SCHEMA, concat_issues, with_catalogue
+from roster_pipelines.lib.issues import (
+    AT,
+    ERROR,
+    ISSUES_SCHEMA,
+    concat_issues,
+    ids_expr,
+    issue_frame,
+    text,
+)
 
 __all__ = ["AT", "MODELS", "ids_expr", "issue_frame", "text", "validate"]
 
 SCHOOL_NAME_MAX = 60
+# Six or more guardians on one student hold the drop (R10); the plan's guard
+# (`plan.MAX_GUARDIANS`, the same number) holds it, this names the student and rows.
+MAX_GUARDIANS = 5
 CLASS_NAME_MAX = 255
 ENROLLMENT_ROLES = (c.ROLE_TEACHER, c.ROLE_STUDENT)
 
@@ -78,54 +89,6 @@ _FIELD_ORDER = (
     "enrollments",
     "guardianships",
 )
-
-
-# --- vectorised issue helpers (also used by the format adapters) ------------------------
-
-
-def ids_expr(pairs: Sequence[tuple[str | pl.Expr, pl.Expr]]) -> pl.Expr:
-    """`issues.format_ids` as an expression: "k=v; k2=v2", pairs with a null value left out."""
-    parts = [
-        pl.concat_str(pl.lit(key) if isinstance(key, str) else key, pl.lit("="), value)
-        for key, value in pairs
-    ]
-    return pl.concat_str(parts, separator="; ", ignore_nulls=True)
-
-
-def text(*parts: str | pl.Expr) -> pl.Expr:
-    """A message: literal strings and expressions (nulls shown as "(empty)") joined."""
-    return pl.concat_str(
-        [pl.lit(p) if isinstance(p, str) else p.cast(pl.String).fill_null("(empty)") for p in parts]
-    )
-
-
-def issue_frame(
-    rows: pl.DataFrame,
-    code: str,
-    *,
-    ids: pl.Expr,
-    message: pl.Expr,
-    field: str | pl.Expr | None = None,
-    value: pl.Expr | None = None,
-) -> pl.DataFrame:
-    """One issue per row of `rows` (which has src_file and src_row), in ISSUES_SCHEMA."""
-    if rows.is_empty():
-        return pl.DataFrame(schema=ISSUES_SCHEMA)
-    return with_catalogue(
-        rows.select(
-            file=pl.col("src_file"),
-            row=pl.col("src_row"),
-            ids=ids,
-            field=pl.lit(field, pl.String) if field is None or isinstance(field, str) else field,
-            value=pl.lit(None, pl.String) if value is None else value.cast(pl.String),
-            message=message.str.replace_all(r"\s*[\r\n]+\s*", " "),  # one line
-        ),
-        code,
-    )
-
-
-# The start of every row-level message: "<file> row <n>: ".
-AT = (pl.col("src_file"), " row ", pl.col("src_row"), ": ")
 
 
 # --- people keys --------------------------------------------------------------------------
@@ -631,6 +594,7 @@ class _Validator:
             ["parent_person_key", "student_person_key"], keep="first"
         )
         self.check_enrollment_schools(enrollments, classes, memberships)
+        self.check_guardian_count(guardianships)
 
         def out(frame: pl.DataFrame) -> pl.DataFrame:
             return frame.sort("_i").drop("_i")
@@ -1060,6 +1024,39 @@ class _Validator:
                     " of school ",
                     pl.col("school_id"),
                     " but is not listed at that school",
+                ),
+            )
+        )
+
+    def check_guardian_count(self, guardianships: pl.DataFrame) -> None:
+        """Alert: a student with more than MAX_GUARDIANS guardians (the plan holds the drop)."""
+        many = (
+            guardianships.sort("_i")
+            .group_by("student_person_key", maintain_order=True)
+            .agg(
+                pl.col("src_file").first(),
+                pl.col("src_row").first(),
+                n=pl.len(),
+                rows=pl.col("src_row").cast(pl.String).str.join(", "),
+            )
+            .filter(pl.col("n") > MAX_GUARDIANS)
+        )
+        self.add(
+            issue_frame(
+                many,
+                "TOO_MANY_GUARDIANS",
+                ids=ids_expr([("student_id", _id_of(pl.col("student_person_key")))]),
+                field="guardian",
+                value=pl.col("n"),
+                message=text(
+                    *AT,
+                    _who(pl.col("student_person_key")),
+                    " has ",
+                    pl.col("n"),
+                    " guardians (rows ",
+                    pl.col("rows"),
+                    "); a drop that gives a student six or more guardians is held until an "
+                    "administrator confirms it",
                 ),
             )
         )

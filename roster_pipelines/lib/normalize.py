@@ -38,6 +38,7 @@ import polars as pl
 from email_validator import EmailNotValidError, validate_email
 
 __all__ = [
+    "GRADE_LEVELS",
     "canonical_grade",
     "canonical_grade_series",
     "clean_name",
@@ -110,6 +111,9 @@ _GRADE_WORDS = {
     # reports TK pupils at grade level KN), so it maps to K.
     "TK": _K,
 }
+# The canonical grade levels; `canonical_grade` returns one of these for a recognisable
+# grade (anything else is returned as written and is not a grade level).
+GRADE_LEVELS: tuple[str, ...] = (_PK, _K, *(str(n) for n in range(1, 13)))
 _GRADE_NUMBER = re.compile(r"(?:GRADE|GR|G)?0*(\d{1,2})(?:ST|ND|RD|TH)?(?:GRADE|GR)?")
 _NEGATIVE_GRADE = re.compile(r"-\s*[12]")  # SIS codes: -1 = PK4, -2 = PK3
 

@@ -140,11 +140,14 @@ def test_clean_drop(tmp_path: Path) -> None:
 def test_duplicate_school_ids(tmp_path: Path) -> None:
     rows = base_rows()
     rows["schools.csv"] += [
-        ["S1", "Lincoln Elementary"],  # 4: an identical repeat is fine
+        ["S1", "Lincoln Elementary"],  # 4: an identical repeat is ignored (an alert)
         ["S2", "Riverside Program"],  # 5: a different one is an error
     ]
     r = validated(tmp_path, rows)
-    assert issue_tuples(r) == [("DUPLICATE_ID", "error", "schools.csv", 5, "school_id=S2")]
+    assert issue_tuples(r) == [
+        ("ROW_REPEATED", "alert", "schools.csv", 4, "school_id=S1"),
+        ("DUPLICATE_ID", "error", "schools.csv", 5, "school_id=S2"),
+    ]
     assert message(r, "DUPLICATE_ID") == (
         "schools.csv row 5: school S2 is also on row 3 with a different name; row 3 was used"
     )
@@ -204,6 +207,7 @@ def test_class_checks(tmp_path: Path) -> None:
     r = validated(tmp_path, rows)
     assert issue_tuples(r) == [
         ("NAME_TOO_LONG", "error", "classes.csv", 3, "class_id=C2; teacher_id=T2"),
+        ("ROW_REPEATED", "alert", "classes.csv", 4, "class_id=C1"),
         ("DUPLICATE_ID", "error", "classes.csv", 5, "class_id=C1; teacher_id=T2"),
         ("UNKNOWN_SCHOOL", "error", "classes.csv", 6, "class_id=C4; teacher_id=T1"),
         ("UNKNOWN_TEACHER", "error", "classes.csv", 7, "class_id=C5; teacher_id=T99"),
@@ -326,13 +330,14 @@ def test_unknown_school_class_and_user(tmp_path: Path) -> None:
         ["S1", "C9", "ST1"],  # 8
         ["S1", "C1", "NOPE"],  # 9
         ["S1", "C1", "T3"],  # 10
-        ["S1", "C1", "ST1"],  # 11: a repeated enrollment is dropped quietly
+        ["S1", "C1", "ST1"],  # 11: a repeated enrollment is ignored (an alert)
     ]
     r = validated(tmp_path, rows)
     assert issue_tuples(r) == [
         ("UNKNOWN_CLASS", "error", "enrollments.csv", 8, "class_id=C9; user_id=ST1"),
         ("UNKNOWN_USER", "error", "enrollments.csv", 9, "class_id=C1; user_id=NOPE"),
         ("PERSON_SKIPPED", "error", "enrollments.csv", 10, "class_id=C1; user_id=T3"),
+        ("ROW_REPEATED", "alert", "enrollments.csv", 11, "class_id=C1; user_id=ST1"),
         ("UNKNOWN_SCHOOL", "error", "teachers.csv", 5, "teacher_id=T3; school_id=S9"),
     ]
     assert rows_of(r.issues, "field", "value", "message") == [
@@ -343,6 +348,12 @@ def test_unknown_school_class_and_user(tmp_path: Path) -> None:
             "T3",
             "enrollments.csv row 10: teacher T3 was not applied (UNKNOWN_SCHOOL on teachers.csv "
             "row 5), so this enrollment was skipped",
+        ),
+        (
+            None,
+            None,
+            "enrollments.csv row 11: enrollment of ST1 in class C1 repeats row 2; "
+            "the repeat was ignored",
         ),
         ("school_id", "S9", "teachers.csv row 5: school S9 is not in schools.csv"),
     ]

@@ -230,7 +230,15 @@ def test_crlf_shuffled_and_padded_headers_extra_columns_and_blank_lines(tmp_path
         + b'"Boys & Girls Club, Eastside",y,S2\r\n'
     )
     roster = parse(folder)
-    assert roster.issues.height == 0
+    # Padded names are matched with an alert; the extra column is ignored with an alert;
+    # blank and all-empty rows are ignored with an alert each (nothing goes silently).
+    assert rows_of(roster.issues, "code", "severity", "file", "row", "field") == [
+        ("COLUMN_NAME_FIXED", "alert", "schools.csv", 1, "school_name"),
+        ("COLUMN_UNKNOWN", "alert", "schools.csv", 1, "extra"),
+        ("COLUMN_NAME_FIXED", "alert", "schools.csv", 1, "school_id"),
+        ("ROW_EMPTY", "alert", "schools.csv", 3, None),
+        ("ROW_EMPTY", "alert", "schools.csv", 4, None),
+    ]
     assert rows_of(roster.schools, "school_id", "name", "org_type", "src_row") == [
         ("S1", "Lincoln Elementary", "school", 2),
         ("S2", "Boys & Girls Club, Eastside", "program", 5),
@@ -325,12 +333,21 @@ def test_missing_column_names_file_and_column(tmp_path: Path) -> None:
     ]
 
 
-def test_header_names_are_case_sensitive_for_now(tmp_path: Path) -> None:
+def test_header_names_match_whatever_their_case_with_an_alert(tmp_path: Path) -> None:
+    # Issue 3 changed this deliberately: "School_ID" used to be COLUMN_MISSING.
     headers = {"schools.csv": ["School_ID", "school_name"]}
     roster = parse(write_drop(tmp_path, headers=headers))
-    assert rows_of(roster.issues, "code", "file", "field") == [
-        ("COLUMN_MISSING", "schools.csv", "school_id")
+    assert not roster.rejected
+    assert rows_of(roster.issues, "code", "file", "row", "field", "message") == [
+        (
+            "COLUMN_NAME_FIXED",
+            "schools.csv",
+            1,
+            "school_id",
+            "schools.csv row 1: column School_ID was read as school_id",
+        )
     ]
+    assert roster.schools["school_id"].to_list() == ["S1", "S2"]
 
 
 def test_every_file_level_problem_is_reported_at_once(tmp_path: Path) -> None:
@@ -350,6 +367,7 @@ def test_every_file_level_problem_is_reported_at_once(tmp_path: Path) -> None:
         ("FILE_EMPTY", "schools.csv", None),
         ("HEADER_MISSING", "teachers.csv", None),
         ("FILE_MISSING", "classes.csv", None),
+        ("COLUMN_UNKNOWN", "enrollments.csv", "student_id"),
         ("COLUMN_MISSING", "enrollments.csv", "school_id"),
         ("COLUMN_MISSING", "enrollments.csv", "user_id"),
     ]
@@ -358,11 +376,17 @@ def test_every_file_level_problem_is_reported_at_once(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", ["schools.csv", "teachers.csv", "students.csv"])
 def test_files_that_need_rows_cannot_be_empty(tmp_path: Path, name: str) -> None:
     rows = base_rows()
-    rows[name] = [[""] * len(COLUMNS[name])]  # an all-empty row is no row
+    rows[name] = [[""] * len(COLUMNS[name])]  # an all-empty row is no row (an alert)
     roster = parse(write_drop(tmp_path, rows))
     _assert_rejected(roster)
     assert rows_of(roster.issues, "code", "severity", "file", "message") == [
-        ("FILE_EMPTY", "file_error", name, f"{name} has no data rows; the drop needs some")
+        (
+            "ROW_EMPTY",
+            "alert",
+            name,
+            f"{name} row 2 is empty (no value in any column the sync reads); it was ignored",
+        ),
+        ("FILE_EMPTY", "file_error", name, f"{name} has no data rows; the drop needs some"),
     ]
 
 
@@ -405,13 +429,23 @@ def test_unreadable_files(tmp_path: Path, content: bytes, message: str) -> None:
     ]
 
 
-def test_a_row_with_more_fields_than_the_header_is_unreadable(tmp_path: Path) -> None:
+def test_a_row_with_more_fields_than_the_header_is_ragged(tmp_path: Path) -> None:
+    # Issue 3: a ragged row is ROW_RAGGED naming the row and column (was FILE_UNREADABLE).
     folder = write_drop(tmp_path)
     (folder / "schools.csv").write_bytes(b"school_id,school_name\nS1,Smith, Jr. Elementary\n")
     roster = parse(folder)
     _assert_rejected(roster)
-    assert issue_tuples(roster) == [("FILE_UNREADABLE", "file_error", "schools.csv", None, None)]
-    assert roster.issues["message"][0].startswith("schools.csv cannot be read as CSV: ")
+    assert rows_of(roster.issues, "code", "severity", "file", "row", "field", "message") == [
+        (
+            "ROW_RAGGED",
+            "file_error",
+            "schools.csv",
+            2,
+            "column 3",
+            "schools.csv row 2 has 3 values but the header has 2 columns: value 3 "
+            "(' Jr. Elementary') has no column (a value with a comma that is not in quotes?)",
+        )
+    ]
 
 
 # --- row-level problems found while parsing -------------------------------------------------

@@ -28,7 +28,8 @@ Building the canonical tables (row-level checks that need the whole drop are in
   phone gives no parent (GUARDIAN_NO_CONTACT alert); a row with every guardian column
   empty has no guardian and no issue.
 - dob must be YYYY-MM-DD (zero padding optional); otherwise null dob + DOB_INVALID alert.
-  grade: `normalize.canonical_grade` (PK, K, 1..12; unknown values kept as written).
+  grade: `normalize.canonical_grade` onto `GRADE_LEVELS` (PK, K, 1..12); a value that is
+  not recognisably one of them ("Ungraded", "13") gives a null grade + GRADE_INVALID alert.
 - contacts: normalised emails (lower case) and phones (E.164, region US). An invalid
   student or guardian value is dropped with EMAIL_INVALID / PHONE_INVALID (alert). A
   teachers.csv row without a valid teacher_email is TEACHER_EMAIL_INVALID (error, raised
@@ -46,15 +47,27 @@ Building the canonical tables (row-level checks that need the whole drop are in
 
 from __future__ import annotations
 
+import csv
 import io
+import re
 from pathlib import Path
 
 import polars as pl
 
 from roster_pipelines.lib import canonical as c
-from roster_pipelines.lib.contracts import AT, ids_expr, issue_frame, text
-from roster_pipelines.lib.issues import concat_issues, has_file_errors, issue_row, issues_frame
+from roster_pipelines.lib.issues import (
+    AT,
+    concat_issues,
+    format_ids,
+    has_file_errors,
+    ids_expr,
+    issue_frame,
+    issue_row,
+    issues_frame,
+    text,
+)
 from roster_pipelines.lib.normalize import (
+    GRADE_LEVELS,
     canonical_grade_series,
     clean_name_expr,
     normalize_email_series,
@@ -107,13 +120,51 @@ _BOM = b"\xef\xbb\xbf"
 
 # --- reading ----------------------------------------------------------------------------
 
+# Magic numbers of files that are not CSV text but are sometimes exported instead.
+_NOT_CSV = {
+    b"PK\x03\x04": "a ZIP archive or an Excel .xlsx workbook",
+    b"\xd0\xcf\x11\xe0": "an Excel .xls workbook",
+    b"%PDF": "a PDF document",
+    b"\x1f\x8b": "a gzip archive",
+}
+# Control characters that never appear in CSV text (tab, CR and LF do).
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_CONTROL_SHARE = 0.01  # of the first 64 KiB: more than this is binary, not text
+# Rows reported by ROW_RAGGED per file (the drop is rejected either way); then a summary.
+RAGGED_REPORTED = 10
 
-def _file_issue(code: str, name: str, message: str, field: str | None = None) -> dict[str, object]:
-    return issue_row(code, file=name, field=field, message=message)
+
+# The ids that name a row of each file in issues.
+_ROW_IDS: dict[str, tuple[str, ...]] = {
+    SCHOOLS: ("school_id",),
+    TEACHERS: ("teacher_id", "school_id"),
+    STUDENTS: ("student_id", "school_id"),
+    CLASSES: ("class_id",),
+    ENROLLMENTS: ("class_id", "user_id"),
+}
 
 
-def _decode(name: str, data: bytes) -> tuple[bytes | None, list[dict[str, object]]]:
-    """UTF-8 bytes without BOM, or None when the file is not text we can read."""
+def _file_issue(
+    code: str,
+    name: str,
+    message: str,
+    field: str | None = None,
+    row: int | None = None,
+    value: str | None = None,
+    ids: str | None = None,
+) -> dict[str, object]:
+    return issue_row(
+        code, file=name, row=row, ids=ids or None, field=field, value=value, message=message
+    )
+
+
+def _decode(name: str, data: bytes) -> tuple[str | None, list[dict[str, object]]]:
+    """The file as text (UTF-8 BOM removed), or None when it is not text we can read."""
+    for magic, what in _NOT_CSV.items():
+        if data.startswith(magic):
+            return None, [
+                _file_issue("FILE_UNREADABLE", name, f"{name} is not a CSV text file: it is {what}")
+            ]
     data = data.removeprefix(_BOM)
     if b"\x00" in data:
         return None, [
@@ -124,26 +175,194 @@ def _decode(name: str, data: bytes) -> tuple[bytes | None, list[dict[str, object
                 "a spreadsheet or UTF-16 export?)",
             )
         ]
-    if data.isascii():
-        return data, []
+    issues: list[dict[str, object]] = []
     try:
-        data.decode("utf-8")
-        return data, []
+        text_ = data.decode("utf-8")
     except UnicodeDecodeError:
-        pass
-    try:
-        data = data.decode("cp1252").encode("utf-8")
-    except UnicodeDecodeError:
-        return None, [
-            _file_issue("FILE_UNREADABLE", name, f"{name} is neither UTF-8 nor Windows-1252 text")
-        ]
-    return data, [
-        _file_issue(
-            "FILE_NOT_UTF8",
-            name,
-            f"{name} is not UTF-8; it was read as Windows-1252, check accented names",
+        try:
+            text_ = data.decode("cp1252")
+        except UnicodeDecodeError:
+            return None, [
+                _file_issue(
+                    "FILE_UNREADABLE", name, f"{name} is neither UTF-8 nor Windows-1252 text"
+                )
+            ]
+        issues.append(
+            _file_issue(
+                "FILE_NOT_UTF8",
+                name,
+                f"{name} is not UTF-8; it was read as Windows-1252, check accented names",
+            )
         )
+    head = text_[:65536]
+    if head and len(_CONTROL.findall(head)) > _CONTROL_SHARE * len(head):
+        return None, [
+            *issues,
+            _file_issue(
+                "FILE_UNREADABLE",
+                name,
+                f"{name} is not a CSV text file (it is full of control characters: binary data?)",
+            ),
+        ]
+    return text_, issues
+
+
+def _header(name: str, header: list[str]) -> tuple[dict[int, str], list[dict[str, object]]]:
+    """Position → required column, matched by trimmed, case-insensitive name, and the
+    header's issues (row 1)."""
+    columns = COLUMNS[name]
+    wanted = {col.casefold(): col for col in columns}
+    found: dict[int, str] = {}
+    issues: list[dict[str, object]] = []
+    seen: dict[str, int] = {}
+    for position, raw in enumerate(header):
+        clean = raw.replace("\ufeff", "").strip()
+        col = wanted.get(clean.casefold())
+        shown = repr(raw) if raw != clean or not raw else raw
+        if col is None:
+            issues.append(
+                _file_issue(
+                    "COLUMN_UNKNOWN",
+                    name,
+                    f"{name} row 1: column {position + 1} {shown or repr(raw)} is not a column "
+                    "of the format; it was ignored",
+                    field=clean or None,
+                    row=1,
+                    value=raw,
+                )
+            )
+            continue
+        if col in seen:
+            issues.append(
+                _file_issue(
+                    "COLUMN_DUPLICATE",
+                    name,
+                    f"{name} row 1: column {col} appears twice (columns {seen[col] + 1} and "
+                    f"{position + 1})",
+                    field=col,
+                    row=1,
+                    value=raw,
+                )
+            )
+            continue
+        seen[col] = position
+        found[position] = col
+        if clean != col or raw != clean:
+            issues.append(
+                _file_issue(
+                    "COLUMN_NAME_FIXED",
+                    name,
+                    f"{name} row 1: column {shown} was read as {col}",
+                    field=col,
+                    row=1,
+                    value=raw,
+                )
+            )
+    issues += [
+        _file_issue(
+            "COLUMN_MISSING", name, f"{name} has no column {col} in its header row", field=col
+        )
+        for col in columns
+        if col not in seen
     ]
+    return found, issues
+
+
+def _blank(record: list[str]) -> bool:
+    return all(not value.strip() for value in record)
+
+
+def _scan(name: str, text_: str, width: int) -> tuple[int, list[dict[str, object]]]:
+    """Walk the records with the csv module: (number of records including the header,
+    ROW_RAGGED issues). A blank record (an empty line) is not ragged. Row n is the n-th record (header = 1), the row
+    a spreadsheet shows, whatever line breaks sit inside quoted values."""
+    ragged: list[dict[str, object]] = []
+    n_ragged = 0
+    records = 0
+    reader = csv.reader(io.StringIO(text_, newline=""))
+    record: list[str] = []
+    for row, record in enumerate(reader, start=1):  # the last record is checked below
+        records = row
+        if row == 1 or len(record) == width:
+            continue
+        if _blank(record):
+            continue
+        n_ragged += 1
+        if n_ragged > RAGGED_REPORTED:
+            continue
+        if len(record) > width:
+            extra = next((i for i in range(width, len(record)) if record[i].strip()), width)
+            ragged.append(
+                _file_issue(
+                    "ROW_RAGGED",
+                    name,
+                    f"{name} row {row} has {len(record)} values but the header has {width} "
+                    f"columns: value {extra + 1} ('{record[extra]}') has no column (a value with "
+                    "a comma that is not in quotes?)",
+                    field=f"column {extra + 1}",
+                    row=row,
+                    value=record[extra],
+                )
+            )
+        else:
+            ragged.append(
+                _file_issue(
+                    "ROW_RAGGED",
+                    name,
+                    f"{name} row {row} has {len(record)} values but the header has {width} "
+                    f"columns: column {len(record) + 1} onwards is missing",
+                    field=f"column {len(record) + 1}",
+                    row=row,
+                )
+            )
+    last = record[-1] if record else ""
+    if last and text_.endswith(last) and text_[: -len(last)].endswith('"'):
+        # The csv module reads a quote that is never closed as one value up to the end.
+        ragged.append(
+            _file_issue(
+                "FILE_UNREADABLE",
+                name,
+                f"{name} row {records}: a quote opened in this row is never closed, so the "
+                "rest of the file would read as one value",
+                field=f"column {len(record)}",
+                row=records,
+            )
+        )
+    if n_ragged > RAGGED_REPORTED:
+        ragged.append(
+            _file_issue(
+                "ROW_RAGGED",
+                name,
+                f"{name} has {n_ragged - RAGGED_REPORTED} more rows whose number of values "
+                f"differs from the header's {width} columns",
+            )
+        )
+    return records, ragged
+
+
+def _frame(text_: str, width: int, records: int) -> pl.DataFrame:
+    """Every record as a row of `width` String columns c0.. (header included)."""
+    schema = {f"c{i}": pl.String for i in range(width)}
+    try:
+        frame = pl.read_csv(
+            text_.encode("utf-8"),
+            has_header=False,
+            schema=schema,
+            infer_schema=False,
+            truncate_ragged_lines=True,
+            missing_columns="insert",
+            raise_if_empty=False,
+        )
+        if frame.height == records:
+            return frame
+    except pl.exceptions.PolarsError:
+        pass
+    # polars and the csv module disagree on where records end (a lone CR as line end, a
+    # stray quote): the csv module's records, which the row numbers already follow.
+    rows = [
+        (record + [""] * width)[:width] for record in csv.reader(io.StringIO(text_, newline=""))
+    ]
+    return pl.DataFrame(rows, schema=schema, orient="row")
 
 
 def read_file(folder: Path, name: str) -> tuple[pl.DataFrame | None, list[dict[str, object]]]:
@@ -151,7 +370,6 @@ def read_file(folder: Path, name: str) -> tuple[pl.DataFrame | None, list[dict[s
 
     The frame is None when the file has a file-level problem.
     """
-    columns = COLUMNS[name]
     path = folder / name
     if not path.is_file():
         return None, [
@@ -167,52 +385,84 @@ def read_file(folder: Path, name: str) -> tuple[pl.DataFrame | None, list[dict[s
         return None, [
             _file_issue("FILE_UNREADABLE", name, f"{name} cannot be read: {err.strerror or err}")
         ]
-    data, issues = _decode(name, raw)
-    if data is None:
+    text_, issues = _decode(name, raw)
+    if text_ is None:
         return None, issues
     try:
-        frame = pl.read_csv(io.BytesIO(data), infer_schema=False, has_header=True)
-    except pl.exceptions.NoDataError:
+        header = next(csv.reader(io.StringIO(text_, newline="")), [])
+        if _blank(header):
+            return None, [
+                *issues,
+                _file_issue(
+                    "HEADER_MISSING",
+                    name,
+                    f"{name} is empty: it has no header row"
+                    if not text_.strip()
+                    else f"{name} row 1 is empty: the header row must come first",
+                    row=None if not text_.strip() else 1,
+                ),
+            ]
+        positions, header_issues = _header(name, header)
+        issues += header_issues
+        records, ragged = _scan(name, text_, len(header))
+    except csv.Error as err:
         return None, [
             *issues,
-            _file_issue("HEADER_MISSING", name, f"{name} is empty: it has no header row"),
+            _file_issue(
+                "FILE_UNREADABLE",
+                name,
+                f"{name} cannot be read as CSV: {err} (a quote that is never closed?)",
+            ),
         ]
-    except pl.exceptions.PolarsError as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        return None, [
-            *issues,
-            _file_issue("FILE_UNREADABLE", name, f"{name} cannot be read as CSV: {reason}"),
-        ]
-    renames: dict[str, str] = {}
-    for column in frame.columns:
-        clean = column.replace("\ufeff", "").strip()
-        if clean != column and clean not in frame.columns and clean not in renames.values():
-            renames[column] = clean
-    frame = frame.rename(renames)
-    missing = [col for col in columns if col not in frame.columns]
+    issues += ragged
+    if has_file_errors(issues_frame(issues)):
+        return None, issues
+    frame = (
+        _frame(text_, len(header), records)
+        .with_row_index("src_row", offset=1)
+        .slice(1)
+        .select(
+            pl.col("src_row").cast(pl.Int64),
+            *[trimmed_expr(pl.col(f"c{i}")).alias(col) for i, col in positions.items()],
+        )
+        .select("src_row", *COLUMNS[name])
+        .with_columns(src_file=pl.lit(name))
+    )
+    empty = ~pl.any_horizontal([pl.col(col).is_not_null() for col in COLUMNS[name]])
     issues += [
         _file_issue(
-            "COLUMN_MISSING",
+            "ROW_EMPTY",
             name,
-            f"{name} has no column {col} in its header row",
-            field=col,
+            f"{name} row {row} is empty (no value in any column the sync reads); it was ignored",
+            row=row,
         )
-        for col in missing
+        for row in frame.filter(empty)["src_row"].to_list()
     ]
-    present = [col for col in columns if col in frame.columns]
-    frame = (
-        frame.select([trimmed_expr(pl.col(col)).alias(col) for col in present])
-        .with_row_index("src_row", offset=2)
-        .with_columns(pl.col("src_row").cast(pl.Int64), src_file=pl.lit(name))
-    )
-    if present:
-        frame = frame.filter(pl.any_horizontal([pl.col(col).is_not_null() for col in present]))
+    frame = frame.filter(~empty)
+    key = list(COLUMNS[name][1:] if name == ENROLLMENTS else COLUMNS[name])
+    first = frame.select(pl.struct(key).is_first_distinct()).to_series()
+    if not first.all():
+        repeats = frame.with_columns(
+            first_row=pl.col("src_row").min().over(key), _first=first
+        ).filter(~pl.col("_first"))
+        what = "enrollment of " if name == ENROLLMENTS else ""
+        issues += [
+            _file_issue(
+                "ROW_REPEATED",
+                name,
+                f"{name} row {r['src_row']}: {what}"
+                + (f"{r['user_id']} in class {r['class_id']} " if name == ENROLLMENTS else "")
+                + f"repeats row {r['first_row']}; the repeat was ignored",
+                row=r["src_row"],
+                ids=format_ids({k: r[k] for k in _ROW_IDS[name]}),
+            )
+            for r in repeats.select("src_row", "first_row", *key).iter_rows(named=True)
+        ]
+        frame = frame.filter(first)
     if name in NEEDS_DATA_ROWS and frame.is_empty():
         issues.append(
             _file_issue("FILE_EMPTY", name, f"{name} has no data rows; the drop needs some")
         )
-    if missing:
-        return None, issues
     return frame, issues
 
 
@@ -384,17 +634,23 @@ def _same_guardian_by_phone(s: pl.DataFrame) -> pl.DataFrame:
 
 
 def _students(frame: pl.DataFrame, out: _Parts) -> None:
-    s = _normalised(
-        frame,
-        {"student_email": "email", "guardian_email": "g_email"},
-        {"student_phone": "phone", "guardian_phone": "g_phone"},
-    ).with_columns(
-        birth=pl.col("dob").str.to_date("%Y-%m-%d", strict=False),
-        grade_level=canonical_grade_series(frame["grade"]),
-        parent_key=pl.when(pl.col("g_email").is_not_null())
-        .then(_key(f"{c.ROLE_PARENT}:{c.CONTACT_EMAIL}:", "g_email"))
-        .otherwise(_key(f"{c.ROLE_PARENT}:{c.CONTACT_PHONE}:", "g_phone")),
-        has_guardian=pl.any_horizontal([pl.col(g).is_not_null() for g in _GUARDIAN_COLUMNS]),
+    s = (
+        _normalised(
+            frame,
+            {"student_email": "email", "guardian_email": "g_email"},
+            {"student_phone": "phone", "guardian_phone": "g_phone"},
+        )
+        .with_columns(
+            birth=pl.col("dob").str.to_date("%Y-%m-%d", strict=False),
+            grade_level=canonical_grade_series(frame["grade"]),
+        )
+        .with_columns(
+            grade_ok=pl.col("grade_level").is_in(GRADE_LEVELS).fill_null(False),
+            parent_key=pl.when(pl.col("g_email").is_not_null())
+            .then(_key(f"{c.ROLE_PARENT}:{c.CONTACT_EMAIL}:", "g_email"))
+            .otherwise(_key(f"{c.ROLE_PARENT}:{c.CONTACT_PHONE}:", "g_phone")),
+            has_guardian=pl.any_horizontal([pl.col(g).is_not_null() for g in _GUARDIAN_COLUMNS]),
+        )
     )
     s = _same_guardian_by_phone(s)
     key = _key(f"{c.ROLE_STUDENT}:", "student_id")
@@ -406,6 +662,21 @@ def _students(frame: pl.DataFrame, out: _Parts) -> None:
     )
     with_parent = s.filter(parent.is_not_null())
     out.issues += [
+        issue_frame(
+            s.filter(pl.col("grade").is_not_null() & ~pl.col("grade_ok")),
+            "GRADE_INVALID",
+            ids=ids,
+            field="grade",
+            value=pl.col("grade"),
+            message=text(
+                *AT,
+                "grade '",
+                pl.col("grade"),
+                "' of ",
+                who,
+                " is not a grade level (PK, K, 1-12); not used",
+            ),
+        ),
         issue_frame(
             s.filter(pl.col("dob").is_not_null() & pl.col("birth").is_null()),
             "DOB_INVALID",
@@ -442,7 +713,7 @@ def _students(frame: pl.DataFrame, out: _Parts) -> None:
             ("student_first_name", "student_last_name"),
             "student_id",
             dob=pl.col("birth"),
-            grade=pl.col("grade_level"),
+            grade=pl.when(pl.col("grade_ok")).then(pl.col("grade_level")),
         ),
         _people(with_parent, parent, c.ROLE_PARENT, ("guardian_first_name", "guardian_last_name")),
     ]
