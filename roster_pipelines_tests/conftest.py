@@ -100,3 +100,26 @@ def write_drop(folder: Path, rows: Mapping[str, Sequence[Sequence[str]]]) -> Pat
             writer.writerow(header)
             writer.writerows(rows.get(name, []))
     return folder
+
+
+@pytest.fixture
+def notify_standin() -> Iterator[object]:
+    """A local HTTP server standing in for SendGrid's v3 mail API and the SMS API."""
+    from roster_pipelines_tests.lib.notify_standin import StandIn
+
+    standin = StandIn().start()
+    yield standin
+    standin.stop()
+
+
+@pytest.fixture
+def notify_env(notify_standin, monkeypatch: pytest.MonkeyPatch):
+    """Provider settings pointing the real clients at the stand-in (never a real API)."""
+    monkeypatch.setenv("SENDGRID_API_KEY", "SG.test-secret-key-do-not-log")
+    monkeypatch.setenv("SENDGRID_HOST", notify_standin.url)
+    monkeypatch.setenv("ROSTER_EMAIL_FROM", "sync@roster.example")
+    monkeypatch.setenv("ROSTER_SMS_BASE_URL", notify_standin.url)
+    monkeypatch.setenv("ROSTER_SMS_ACCOUNT_SID", "AC123")
+    monkeypatch.setenv("ROSTER_SMS_AUTH_TOKEN", "sms-secret-token-do-not-log")
+    monkeypatch.setenv("ROSTER_SMS_FROM", "+15005550006")
+    return notify_standin
