@@ -1,25 +1,81 @@
-"""Identity resolution: which app account each SIS person of a drop is (R1).
+"""Identity resolution: which app account each SIS person of a drop is (R1–R4).
 
-Order of evidence, strongest first:
-1. ``already_linked``: the SIS identity (district, person_key) is bound to an account
-   by an earlier drop; that binding holds even if contacts changed.
-2. ``linked``: a normalised contact point matches an existing account (email before
-   phone, then the alphabetically first value, so the choice is deterministic).
-3. ``created``: nothing matches; the apply step creates a new account.
+One row per person of the drop, with its decision and the reason for it. Order of
+evidence, strongest first:
+
+1. ``already_linked``: the SIS identity ``(district, person_key)`` is bound to an
+   account by an earlier drop (``sis_links``); that binding holds even if the
+   person's contacts changed since. A binding to a merged account (tombstone) follows
+   ``accounts.merged_into_id`` to the surviving account.
+2. ``linked``: a normalised contact point of the person matches an existing account,
+   anywhere in the app (the account may predate the district or belong to another
+   district: a parent with children in two districts keeps one account). Email is the
+   stronger contact, then a verified contact point, then the alphabetically first
+   value. When the person's contacts match *several* accounts (email → A, phone → B)
+   the person is linked by the strongest one, ``conflict`` is set, A–B is recorded as
+   a merge candidate and an IDENTITY_CONFLICT alert is raised.
+3. ``created``: nothing matches; the apply step creates a new SIS-linked account.
+
+Guards, so that one account never holds two SIS identities of the same role in the
+same district (the rule the merge operation also enforces):
+
+- An account bound to another SIS person of the same role who is *still in this drop*
+  is not available to a new person (ACCOUNT_TAKEN alert; a new account is created).
+- Two new people of the same role whose contacts lead to one account: the one with
+  the stronger match (then the first person_key) gets it, the other is created.
+- An account bound to an SIS person of the same role who is *no longer in the drop* is
+  available: that is how a guardian keyed by their email (they have no SIS id) keeps
+  their account when the email changes — the new key ``parent:email:<new>`` matches the
+  account through the phone that did not change, the new key is linked to it and the
+  old key's link is removed like any person who left the snapshot. The account, its
+  memberships and guardianships stay; its unverified SIS email is then updated (R4,
+  `plan.build_plan`'s contact points). A guardian whose email *and* phone both change
+  at once cannot be recognised and gets a new account (and the old one is removed).
+
+Matching is set-based in the database: the drop's distinct contact points go into a
+temporary table (``COPY`` on Postgres, ``executemany`` on SQLite) joined to
+``contact_points`` on its unique ``(kind, value)`` index; nothing loads every account.
+
+Merge candidates (R2) are pairs of accounts (or an account and an SIS person whose
+account this drop creates) that are probably one person; they are recorded for review,
+never merged automatically (`lib.merge` does merges):
+
+- ``contact_conflict``: a person's contacts match two accounts (see 2.), or an
+  already-linked person's SIS contact point belongs to another account;
+- ``same_name_phone``: same normalised name and a shared phone, inside the district
+  (the drop's people, plus accounts that are members of the district's organisations
+  or were ever SIS-linked in it);
+- ``same_name_dob``: same normalised name and date of birth (students), same scope.
+
+Two people who are both SIS persons of the same role in this drop are never paired:
+the SIS says they are different people (and a merge of them would be refused).
 """
 
 from __future__ import annotations
 
-import polars as pl
-from sqlalchemy import Connection, select
+import io
+import uuid
+from dataclasses import dataclass
 
-from roster_pipelines.lib.canonical import CONTACT_EMAIL, Roster
-from roster_pipelines.lib.store.frames import chunks, concat, read_frame
-from roster_pipelines.lib.store.models import ContactPoint, SisLink
+import polars as pl
+from sqlalchemy import Connection, insert, select, text, update
+
+from roster_pipelines.lib.canonical import CONTACT_EMAIL, CONTACT_PHONE, ROLE_STUDENT, Roster
+from roster_pipelines.lib.store.frames import chunks
+from roster_pipelines.lib.store.models import MergeCandidate
 
 ALREADY_LINKED = "already_linked"
 LINKED = "linked"
 CREATED = "created"
+
+# Merge-candidate reasons, strongest first (one candidate per pair keeps the first).
+CONTACT_CONFLICT = "contact_conflict"
+SAME_NAME_PHONE = "same_name_phone"
+SAME_NAME_DOB = "same_name_dob"
+REASONS = (CONTACT_CONFLICT, SAME_NAME_PHONE, SAME_NAME_DOB)
+
+# Name groups larger than this are too common to suggest a duplicate.
+MAX_GROUP = 5
 
 IDENTITY_SCHEMA = {
     "person_key": pl.String,
@@ -29,73 +85,707 @@ IDENTITY_SCHEMA = {
     "decision": pl.String,
     "matched_kind": pl.String,
     "matched_value": pl.String,
+    "conflict": pl.Boolean,
+    "reason": pl.String,
+    # An alert the plan reports for this person (IDENTITY_CONFLICT, ACCOUNT_TAKEN).
+    "alert_code": pl.String,
+    "alert_message": pl.String,
+    "src_file": pl.String,
+    "src_row": pl.Int64,
+    # The account is SIS-linked in another district too (its contacts are shared).
+    "other_districts": pl.Boolean,
 }
 
-_MATCH_SCHEMA = {"kind": pl.String, "value": pl.String, "account_id": pl.Int64}
+CANDIDATES_SCHEMA = {
+    "account_id": pl.Int64,
+    "person_key": pl.String,
+    "other_account_id": pl.Int64,
+    "other_person_key": pl.String,
+    "reason": pl.String,
+    "detail": pl.String,
+    "pair_key": pl.String,
+}
+
+OWNERS_SCHEMA = {
+    "kind": pl.String,
+    "value": pl.String,
+    "account_id": pl.Int64,
+    "verified": pl.Boolean,
+}
+
+_LINKS_SCHEMA = {
+    "person_key": pl.String,
+    "role": pl.String,
+    "active": pl.Boolean,
+    "account_id": pl.Int64,
+}
 
 
-def resolve_identities(conn: Connection, district_id: int, roster: Roster) -> pl.DataFrame:
-    """One row per person of the drop with its account (null when one must be created)."""
-    links = read_frame(
-        conn,
-        select(SisLink.person_key, SisLink.account_id).where(SisLink.district_id == district_id),
-        {"person_key": pl.String, "account_id": pl.Int64},
-    )
-    people = roster.people.select("person_key", "role", "sis_id").join(
-        links, on="person_key", how="left"
-    )
-    already = people.filter(pl.col("account_id").is_not_null()).with_columns(
-        decision=pl.lit(ALREADY_LINKED),
-        matched_kind=pl.lit(None, pl.String),
-        matched_value=pl.lit(None, pl.String),
-    )
-    unlinked = people.filter(pl.col("account_id").is_null()).drop("account_id")
+@dataclass
+class Resolution:
+    identities: pl.DataFrame  # IDENTITY_SCHEMA, one row per person of the drop
+    candidates: pl.DataFrame  # CANDIDATES_SCHEMA, one row per pair
 
-    contacts = roster.contacts.join(
-        unlinked.select("person_key"), on="person_key", how="semi"
-    ).select("person_key", "kind", "value")
-    matches = contact_owners(conn, contacts.select("kind", "value").unique())
-    best = (
-        contacts.join(matches, on=["kind", "value"], how="inner")
-        .with_columns(strength=pl.when(pl.col("kind") == CONTACT_EMAIL).then(0).otherwise(1))
-        .sort(["person_key", "strength", "value"])
-        .group_by("person_key", maintain_order=True)
-        .first()
-        .select("person_key", "account_id", matched_kind="kind", matched_value="value")
-    )
-    resolved = unlinked.join(best, on="person_key", how="left").with_columns(
-        decision=pl.when(pl.col("account_id").is_not_null())
-        .then(pl.lit(LINKED))
-        .otherwise(pl.lit(CREATED))
-    )
-    return pl.concat(
-        [already.select(list(IDENTITY_SCHEMA)), resolved.select(list(IDENTITY_SCHEMA))],
-        how="vertical",
-    ).cast(IDENTITY_SCHEMA)
+
+# --- reading the database set-based --------------------------------------------------
+
+
+def _is_postgres(conn: Connection) -> bool:
+    return conn.dialect.name == "postgresql"
+
+
+def _bool(column: str) -> pl.Expr:
+    """Booleans as they come back from COPY (t/f) or SQLite (0/1) or Python."""
+    c = pl.col(column).cast(pl.String).str.to_lowercase()
+    return c.is_in(["t", "true", "1"]).alias(column)
+
+
+def query_frame(
+    conn: Connection, sql: str, schema: dict, params: dict | None = None
+) -> pl.DataFrame:
+    """Run a SELECT and return its rows as a frame with `schema`.
+
+    On Postgres the rows travel as CSV through ``COPY (...) TO STDOUT`` (several times
+    faster than fetching Python tuples at a million rows); `params` are integers,
+    rendered into the statement. On SQLite it is a plain query with bound parameters.
+    """
+    params = params or {}
+    raw = {c: (t if t == pl.Int64 else pl.String) for c, t in schema.items()}
+    if _is_postgres(conn):
+        for name, value in params.items():
+            if not isinstance(value, int):
+                raise TypeError("query_frame binds integer parameters only")
+            sql = sql.replace(f":{name}", str(int(value)))
+        buffer = io.BytesIO()
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            with cursor.copy(f"COPY ({sql}) TO STDOUT (FORMAT csv)") as copy:
+                for block in copy:
+                    buffer.write(block)
+        finally:
+            cursor.close()
+        if not buffer.tell():
+            return pl.DataFrame(schema=schema)
+        buffer.seek(0)
+        frame = pl.read_csv(buffer, has_header=False, new_columns=list(schema), schema=raw)
+    else:
+        rows = conn.execute(text(sql), params).all()
+        if not rows:
+            return pl.DataFrame(schema=schema)
+        frame = pl.DataFrame(
+            [
+                tuple(
+                    str(v) if v is not None and raw[c] == pl.String else v
+                    for c, v in zip(schema, r, strict=True)
+                )
+                for r in rows
+            ],
+            schema=raw,
+            orient="row",
+        )
+    converted = []
+    for column, dtype in schema.items():
+        if dtype == pl.Boolean:
+            converted.append(_bool(column))
+        elif dtype == pl.Date:
+            converted.append(pl.col(column).str.slice(0, 10).str.to_date("%Y-%m-%d"))
+        elif dtype != raw[column]:
+            converted.append(pl.col(column).cast(dtype))
+    return frame.with_columns(converted) if converted else frame
+
+
+def _stage(conn: Connection, frame: pl.DataFrame, columns: dict[str, str]) -> str:
+    """A temporary table holding `frame` (columns name → SQL type); returns its name.
+
+    Postgres: ``COPY`` from CSV, then ANALYZE so the join uses real row counts; the
+    table is dropped at commit. SQLite: ``executemany``. Callers drop it when done.
+    """
+    name = f"tmp_identity_{uuid.uuid4().hex[:10]}"
+    ddl = ", ".join(f"{c} {t} NOT NULL" for c, t in columns.items())
+    if _is_postgres(conn):
+        conn.exec_driver_sql(f"CREATE TEMP TABLE {name} ({ddl}) ON COMMIT DROP")
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            with cursor.copy(f"COPY {name} ({', '.join(columns)}) FROM STDIN (FORMAT csv)") as copy:
+                data = frame.select(list(columns)).write_csv(include_header=False).encode()
+                step = 8 << 20
+                for start in range(0, len(data), step):
+                    copy.write(data[start : start + step])
+        finally:
+            cursor.close()
+        conn.exec_driver_sql(f"ANALYZE {name}")
+    else:
+        conn.exec_driver_sql(f"CREATE TEMP TABLE {name} ({ddl})")
+        if frame.height:
+            placeholders = ", ".join("?" for _ in columns)
+            conn.exec_driver_sql(
+                f"INSERT INTO {name} ({', '.join(columns)}) VALUES ({placeholders})",
+                [tuple(r) for r in frame.select(list(columns)).iter_rows()],
+            )
+    return name
+
+
+def _drop_stage(conn: Connection, name: str) -> None:
+    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
 
 
 def contact_owners(conn: Connection, wanted: pl.DataFrame) -> pl.DataFrame:
-    """Existing accounts owning any of the wanted (kind, value) contact points."""
+    """Existing accounts owning any of the wanted (kind, value) contact points.
+
+    (kind, value, account_id, verified); account_id is the surviving account when the
+    owner was merged (a tombstone's contact points normally moved with the merge).
+    """
     wanted = wanted.select("kind", "value").unique()
-    values = wanted["value"].to_list()
-    found = concat(
-        (
-            read_frame(
-                conn,
-                select(ContactPoint.kind, ContactPoint.value, ContactPoint.account_id).where(
-                    ContactPoint.value.in_(chunk)
-                ),
-                _MATCH_SCHEMA,
-            )
-            for chunk in chunks(values)
-        ),
-        _MATCH_SCHEMA,
+    if not wanted.height:
+        return pl.DataFrame(schema=OWNERS_SCHEMA)
+    stage = _stage(conn, wanted, {"kind": "varchar(8)", "value": "varchar(320)"})
+    try:
+        return query_frame(
+            conn,
+            f"SELECT w.kind, w.value, COALESCE(a.merged_into_id, a.id), cp.verified "
+            f"FROM {stage} w "
+            "JOIN contact_points cp ON cp.kind = w.kind AND cp.value = w.value "
+            "JOIN accounts a ON a.id = cp.account_id",
+            OWNERS_SCHEMA,
+        )
+    finally:
+        _drop_stage(conn, stage)
+
+
+def _links(conn: Connection, district_id: int) -> pl.DataFrame:
+    """The district's SIS links, each with its surviving account (tombstones followed)."""
+    return query_frame(
+        conn,
+        "SELECT sl.person_key, sl.role, sl.active, COALESCE(a.merged_into_id, a.id) "
+        "FROM sis_links sl JOIN accounts a ON a.id = sl.account_id "
+        "WHERE sl.district_id = :d",
+        _LINKS_SCHEMA,
+        {"d": district_id},
     )
-    return found.join(wanted, on=["kind", "value"], how="semi")
 
 
-def decision_counts(identities: pl.DataFrame) -> dict[str, int]:
+def _linked_elsewhere(conn: Connection, district_id: int, account_ids: pl.Series) -> pl.Series:
+    """Which of these accounts hold an active SIS link in another district."""
+    ids = account_ids.drop_nulls().unique()
+    if not ids.len():
+        return pl.Series("account_id", [], pl.Int64)
+    stage = _stage(conn, pl.DataFrame({"account_id": ids}), {"account_id": "bigint"})
+    try:
+        return query_frame(
+            conn,
+            f"SELECT DISTINCT w.account_id FROM {stage} w "
+            "JOIN sis_links sl ON sl.account_id = w.account_id "
+            "WHERE sl.district_id <> :d AND sl.active",
+            {"account_id": pl.Int64},
+            {"d": district_id},
+        )["account_id"]
+    finally:
+        _drop_stage(conn, stage)
+
+
+# --- decisions ------------------------------------------------------------------------
+
+
+def _first_rows(roster: Roster) -> pl.DataFrame:
+    return roster.people.unique("person_key", keep="first", maintain_order=True)
+
+
+def resolve_identities(conn: Connection, district_id: int, roster: Roster) -> Resolution:
+    """Every person of the drop with its account (null when one must be created), the
+    decision and its reason; plus the merge candidates the drop reveals."""
+    people = _first_rows(roster).select("person_key", "role", "sis_id", "src_file", "src_row")
+    links = _links(conn, district_id)
+    present = people.select("person_key")
+
+    bound = people.join(links.select("person_key", "account_id"), on="person_key", how="inner")
+    unbound = people.join(links, on="person_key", how="anti")
+
+    contacts = roster.contacts.select("person_key", "kind", "value")
+    owners = contact_owners(conn, contacts)
+    matched = contacts.join(owners, on=["kind", "value"], how="inner").join(
+        people.select("person_key", "role"), on="person_key"
+    )
+
+    # Accounts bound to an SIS person of the same role who is still in this drop.
+    held = (
+        links.join(present, on="person_key", how="semi")
+        .select("account_id", "role")
+        .unique()
+        .with_columns(held=pl.lit(True))
+    )
+    options = (
+        matched.join(unbound.select("person_key"), on="person_key", how="semi")
+        .join(held, on=["account_id", "role"], how="left")
+        .with_columns(
+            held=pl.col("held").fill_null(False),
+            strength=pl.when(pl.col("kind") == CONTACT_EMAIL).then(0).otherwise(1),
+            unverified=pl.col("verified").not_().cast(pl.Int8),
+        )
+        .sort(["person_key", "strength", "unverified", "value"])
+    )
+    eligible = options.filter(pl.col("held").not_())
+    best = eligible.group_by("person_key", maintain_order=True).first()
+    # One account per role among the drop's new people: the strongest match wins.
+    best = best.sort(["account_id", "role", "strength", "unverified", "person_key"]).with_columns(
+        wins=pl.col("person_key").first().over(["account_id", "role"]) == pl.col("person_key"),
+        winner=pl.col("person_key").first().over(["account_id", "role"]),
+    )
+    winners = best.filter(pl.col("wins"))
+    beaten = best.filter(pl.col("wins").not_())
+
+    # Conflicts: a linked person's other contacts match other accounts.
+    others = (
+        eligible.join(winners.select("person_key", best_id="account_id"), on="person_key")
+        .filter(pl.col("account_id") != pl.col("best_id"))
+        .unique(["person_key", "account_id"], keep="first", maintain_order=True)
+    )
+    conflict_text = others.group_by("person_key", maintain_order=True).agg(
+        other_ids=pl.col("account_id"),
+        other_text=pl.concat_str(
+            pl.col("kind"),
+            pl.lit(" "),
+            pl.col("value"),
+            pl.lit(" matches account "),
+            pl.col("account_id").cast(pl.String),
+        ).str.join("; "),
+    )
+
+    linked = (
+        winners.join(conflict_text, on="person_key", how="left")
+        .join(people.select("person_key", "sis_id", "src_file", "src_row"), on="person_key")
+        .with_columns(
+            decision=pl.lit(LINKED),
+            matched_kind=pl.col("kind"),
+            matched_value=pl.col("value"),
+            conflict=pl.col("other_ids").is_not_null(),
+        )
+        .with_columns(
+            reason=pl.concat_str(
+                pl.col("kind"),
+                pl.lit(" "),
+                pl.col("value"),
+                pl.lit(" matches account "),
+                pl.col("account_id").cast(pl.String),
+                pl.when(pl.col("conflict"))
+                .then(
+                    pl.concat_str(
+                        pl.lit("; also "), pl.col("other_text"), pl.lit(" (merge candidates)")
+                    )
+                )
+                .otherwise(pl.lit("")),
+            ),
+            alert_code=pl.when(pl.col("conflict")).then(pl.lit("IDENTITY_CONFLICT")),
+            alert_message=pl.when(pl.col("conflict")).then(
+                pl.concat_str(
+                    pl.col("src_file"),
+                    pl.lit(" row "),
+                    pl.col("src_row").cast(pl.String),
+                    pl.lit(": "),
+                    pl.col("person_key"),
+                    pl.lit("'s contacts match several app accounts: "),
+                    pl.col("kind"),
+                    pl.lit(" "),
+                    pl.col("value"),
+                    pl.lit(" matches account "),
+                    pl.col("account_id").cast(pl.String),
+                    pl.lit("; "),
+                    pl.col("other_text"),
+                    pl.lit(". Linked to account "),
+                    pl.col("account_id").cast(pl.String),
+                    pl.lit("; the accounts are listed as merge candidates"),
+                )
+            ),
+        )
+    )
+
+    # Created: no eligible match (maybe matches taken by other SIS people: an alert).
+    taken = (
+        pl.concat(
+            [
+                options.filter(pl.col("held")).select("person_key", "account_id", "kind", "value"),
+                beaten.select("person_key", "account_id", "kind", "value"),
+            ]
+        )
+        .join(winners.select("person_key"), on="person_key", how="anti")
+        .unique("person_key", keep="first", maintain_order=True)
+    )
+    created = (
+        unbound.join(winners.select("person_key"), on="person_key", how="anti")
+        .select("person_key", "role", "sis_id", "src_file", "src_row")
+        .join(taken, on="person_key", how="left")
+        .with_columns(
+            account_id=pl.lit(None, pl.Int64),
+            decision=pl.lit(CREATED),
+            matched_kind=pl.lit(None, pl.String),
+            matched_value=pl.lit(None, pl.String),
+            conflict=pl.lit(False),
+            reason=pl.when(pl.col("value").is_null())
+            .then(pl.lit("no contact point matches an app account"))
+            .otherwise(
+                pl.concat_str(
+                    pl.col("kind"),
+                    pl.lit(" "),
+                    pl.col("value"),
+                    pl.lit(" matches account "),
+                    pl.col("account_id").cast(pl.String),
+                    pl.lit(", which belongs to another SIS person of the same role"),
+                )
+            ),
+            alert_code=pl.when(pl.col("value").is_not_null()).then(pl.lit("ACCOUNT_TAKEN")),
+        )
+        .with_columns(
+            alert_message=pl.when(pl.col("alert_code").is_not_null()).then(
+                pl.concat_str(
+                    pl.col("src_file"),
+                    pl.lit(" row "),
+                    pl.col("src_row").cast(pl.String),
+                    pl.lit(": "),
+                    pl.col("reason"),
+                    pl.lit("; a new account was made for "),
+                    pl.col("person_key"),
+                )
+            )
+        )
+    )
+
+    already = bound.with_columns(
+        decision=pl.lit(ALREADY_LINKED),
+        matched_kind=pl.lit(None, pl.String),
+        matched_value=pl.lit(None, pl.String),
+        conflict=pl.lit(False),
+        reason=pl.concat_str(
+            pl.lit("SIS identity bound to account "),
+            pl.col("account_id").cast(pl.String),
+            pl.lit(" by an earlier drop"),
+        ),
+        alert_code=pl.lit(None, pl.String),
+        alert_message=pl.lit(None, pl.String),
+    )
+    cols = [c for c in IDENTITY_SCHEMA if c != "other_districts"]
+    identities = pl.concat(
+        [already.select(cols), linked.select(cols), created.select(cols)], how="vertical_relaxed"
+    )
+    elsewhere = _linked_elsewhere(conn, district_id, identities["account_id"])
+    identities = identities.with_columns(
+        other_districts=pl.col("account_id").is_in(elsewhere.implode()).fill_null(False)
+    ).cast(IDENTITY_SCHEMA)
+
+    # Merge candidates.
+    contact_pairs = pl.concat(
+        [
+            others.join(winners.select("person_key", best_id="account_id"), on="person_key").select(
+                a="best_id",
+                b="account_id",
+                detail=pl.concat_str(
+                    pl.col("person_key"),
+                    pl.lit(": "),
+                    pl.col("kind"),
+                    pl.lit(" "),
+                    pl.col("value"),
+                    pl.lit(" matches account "),
+                    pl.col("account_id").cast(pl.String),
+                    pl.lit(", linked to account "),
+                    pl.col("best_id").cast(pl.String),
+                ),
+            ),
+            # An already-linked person's SIS contact point held by another account.
+            matched.join(bound.select("person_key", best_id="account_id"), on="person_key")
+            .filter(pl.col("account_id") != pl.col("best_id"))
+            .select(
+                a="best_id",
+                b="account_id",
+                detail=pl.concat_str(
+                    pl.col("person_key"),
+                    pl.lit(" (account "),
+                    pl.col("best_id").cast(pl.String),
+                    pl.lit("): SIS "),
+                    pl.col("kind"),
+                    pl.lit(" "),
+                    pl.col("value"),
+                    pl.lit(" belongs to account "),
+                    pl.col("account_id").cast(pl.String),
+                ),
+            ),
+        ]
+    )
+    contact_candidates = contact_pairs.select(
+        account_id="a",
+        person_key=pl.lit(None, pl.String),
+        other_account_id="b",
+        other_person_key=pl.lit(None, pl.String),
+        reason=pl.lit(CONTACT_CONFLICT),
+        detail="detail",
+    )
+    similar = _similar_candidates(conn, district_id, roster, identities)
+    candidates = _finish_candidates(
+        pl.concat(
+            [
+                contact_candidates.cast({"account_id": pl.Int64, "other_account_id": pl.Int64}),
+                similar,
+            ],
+            how="vertical_relaxed",
+        )
+    )
+    return Resolution(identities=identities, candidates=candidates)
+
+
+# --- merge candidates inside the district ---------------------------------------------
+
+
+def normalised_name(first: pl.Expr, last: pl.Expr) -> pl.Expr:
+    """Lower case, accents and punctuation removed, spaces collapsed ("José  O'Neil" →
+    "jose oneil")."""
+    full = pl.concat_str(first.fill_null(""), pl.lit(" "), last.fill_null(""))
+    return (
+        full.str.normalize("NFKD")
+        .str.replace_all(r"\p{M}", "")
+        .str.to_lowercase()
+        .str.replace_all(r"['’`.]", "")
+        .str.replace_all(r"[^\p{L}\p{N}]+", " ")
+        .str.strip_chars()
+    )
+
+
+_ORG_ACCOUNTS_SQL = """
+SELECT a.id, a.first_name, a.last_name, a.dob FROM accounts a
+WHERE a.merged_into_id IS NULL AND a.id IN (
+    SELECT om.account_id FROM org_memberships om
+    JOIN organisations o ON o.id = om.org_id
+    WHERE om.active AND (o.id = :d OR o.district_id = :d)
+    UNION
+    SELECT sl.account_id FROM sis_links sl WHERE sl.district_id = :d
+)
+"""
+_ORG_PHONES_SQL = """
+SELECT cp.account_id, cp.value FROM contact_points cp
+WHERE cp.kind = 'phone' AND cp.account_id IN (
+    SELECT om.account_id FROM org_memberships om
+    JOIN organisations o ON o.id = om.org_id
+    WHERE om.active AND (o.id = :d OR o.district_id = :d)
+    UNION
+    SELECT sl.account_id FROM sis_links sl WHERE sl.district_id = :d
+)
+"""
+
+
+def _entity(account: pl.Expr, person: pl.Expr) -> pl.Expr:
+    """One account or, for a person whose account this drop creates, that person."""
+    return (
+        pl.when(account.is_not_null())
+        .then(pl.concat_str(pl.lit("a:"), account.cast(pl.String)))
+        .otherwise(pl.concat_str(pl.lit("p:"), person))
+    )
+
+
+def _similar_candidates(
+    conn: Connection, district_id: int, roster: Roster, identities: pl.DataFrame
+) -> pl.DataFrame:
+    """same_name_phone and same_name_dob pairs among the district's people and accounts."""
+    drop_people = (
+        _first_rows(roster)
+        .select("person_key", "role", "first_name", "last_name", "dob")
+        .join(identities.select("person_key", "account_id"), on="person_key")
+        .with_columns(entity=_entity(pl.col("account_id"), pl.col("person_key")))
+    )
+    roles = drop_people.group_by("entity").agg(roles=pl.col("role").unique())
+    accounts = query_frame(
+        conn,
+        _ORG_ACCOUNTS_SQL,
+        {"id": pl.Int64, "first_name": pl.String, "last_name": pl.String, "dob": pl.Date},
+        {"d": district_id},
+    ).with_columns(entity=_entity(pl.col("id"), pl.lit(None, pl.String)))
+    phones_db = query_frame(
+        conn, _ORG_PHONES_SQL, {"account_id": pl.Int64, "value": pl.String}, {"d": district_id}
+    )
+    names = (
+        pl.concat(
+            [
+                drop_people.select(
+                    "entity",
+                    name=normalised_name(pl.col("first_name"), pl.col("last_name")),
+                    dob=pl.when(pl.col("role") == ROLE_STUDENT).then(pl.col("dob")),
+                ),
+                accounts.select(
+                    "entity",
+                    name=normalised_name(pl.col("first_name"), pl.col("last_name")),
+                    dob="dob",
+                ),
+            ]
+        )
+        .filter(pl.col("name") != "")
+        .unique()
+    )
+    phones = pl.concat(
+        [
+            roster.contacts.filter(pl.col("kind") == CONTACT_PHONE)
+            .join(drop_people.select("person_key", "entity"), on="person_key")
+            .select("entity", phone="value"),
+            phones_db.join(
+                accounts.select("id", "entity"), left_on="account_id", right_on="id"
+            ).select("entity", phone="value"),
+        ]
+    ).unique()
+    keyed = pl.concat(
+        [
+            names.join(phones, on="entity").select(
+                "entity",
+                reason=pl.lit(SAME_NAME_PHONE),
+                key=pl.concat_str(pl.col("name"), pl.lit("|"), pl.col("phone")),
+                detail=pl.concat_str(
+                    pl.lit("same name '"), pl.col("name"), pl.lit("' and phone "), pl.col("phone")
+                ),
+            ),
+            names.filter(pl.col("dob").is_not_null()).select(
+                "entity",
+                reason=pl.lit(SAME_NAME_DOB),
+                key=pl.concat_str(pl.col("name"), pl.lit("|"), pl.col("dob").cast(pl.String)),
+                detail=pl.concat_str(
+                    pl.lit("same name '"),
+                    pl.col("name"),
+                    pl.lit("' and date of birth "),
+                    pl.col("dob").cast(pl.String),
+                ),
+            ),
+        ]
+    ).unique(["entity", "reason", "key"])
+    groups = keyed.filter(pl.len().over(["reason", "key"]).is_between(2, MAX_GROUP))
+    if not groups.height:
+        return pl.DataFrame(schema={k: v for k, v in CANDIDATES_SCHEMA.items() if k != "pair_key"})
+    pairs = (
+        groups.join(groups.select("reason", "key", other="entity"), on=["reason", "key"])
+        .filter(pl.col("entity") < pl.col("other"))
+        .join(roles, on="entity", how="left")
+        .join(roles.rename({"entity": "other", "roles": "other_roles"}), on="other", how="left")
+        # Two SIS people of one role in this drop are different people by the SIS's word.
+        .filter(
+            pl.col("roles").is_null()
+            | pl.col("other_roles").is_null()
+            | (pl.col("roles").list.set_intersection("other_roles").list.len() == 0)
+        )
+    )
+
+    def side(col: str, prefix: str) -> pl.Expr:
+        return pl.when(pl.col(col).str.starts_with(prefix)).then(pl.col(col).str.slice(2))
+
+    return pairs.select(
+        account_id=side("entity", "a:").cast(pl.Int64),
+        person_key=side("entity", "p:"),
+        other_account_id=side("other", "a:").cast(pl.Int64),
+        other_person_key=side("other", "p:"),
+        reason="reason",
+        detail="detail",
+    )
+
+
+def _finish_candidates(frame: pl.DataFrame) -> pl.DataFrame:
+    """One row per pair (the strongest reason), sides ordered, with a stable pair key."""
+    if not frame.height:
+        return pl.DataFrame(schema=CANDIDATES_SCHEMA)
+    left = _entity(pl.col("account_id"), pl.col("person_key"))
+    right = _entity(pl.col("other_account_id"), pl.col("other_person_key"))
+    swap = left > right
+    frame = frame.with_columns(
+        [
+            pl.when(swap).then(pl.col(b)).otherwise(pl.col(a)).alias(a)
+            for a, b in (
+                ("account_id", "other_account_id"),
+                ("person_key", "other_person_key"),
+                ("other_account_id", "account_id"),
+                ("other_person_key", "person_key"),
+            )
+        ]
+    )
+    return (
+        frame.with_columns(
+            pair_key=pl.concat_str(
+                _entity(pl.col("account_id"), pl.col("person_key")),
+                pl.lit("|"),
+                _entity(pl.col("other_account_id"), pl.col("other_person_key")),
+            ),
+            _rank=pl.col("reason").replace_strict(
+                {r: i for i, r in enumerate(REASONS)}, return_dtype=pl.Int8
+            ),
+        )
+        .filter(
+            _entity(pl.col("account_id"), pl.col("person_key"))
+            != _entity(pl.col("other_account_id"), pl.col("other_person_key"))
+        )
+        .sort(["pair_key", "_rank", "detail"])
+        .unique("pair_key", keep="first", maintain_order=True)
+        .select(list(CANDIDATES_SCHEMA))
+        .cast(CANDIDATES_SCHEMA)
+    )
+
+
+def record_candidates(
+    conn: Connection, district_id: int, drop_id: str | None, candidates: pl.DataFrame
+) -> None:
+    """Upsert the drop's candidates into ``merge_candidates`` (one row per pair and
+    district). A pair seen again moves to this drop (``last_drop_id``); a dismissed or
+    merged pair stays as it was decided."""
+    if not candidates.height:
+        return
+    existing = query_frame(
+        conn,
+        "SELECT pair_key FROM merge_candidates WHERE district_id = :d",
+        {"pair_key": pl.String},
+        {"d": district_id},
+    )
+    new = candidates.join(existing, on="pair_key", how="anti")
+    seen = candidates.join(existing, on="pair_key", how="semi")
+    if new.height:
+        conn.execute(
+            insert(MergeCandidate),
+            [
+                r | {"district_id": district_id, "first_drop_id": drop_id, "last_drop_id": drop_id}
+                for r in new.to_dicts()
+            ],
+        )
+    for chunk in chunks(seen["pair_key"].to_list()):
+        conn.execute(
+            update(MergeCandidate)
+            .where(MergeCandidate.district_id == district_id, MergeCandidate.pair_key.in_(chunk))
+            .values(last_drop_id=drop_id)
+        )
+
+
+def drop_candidates(conn: Connection, district_id: int, drop_id: str) -> pl.DataFrame:
+    """The merge candidates a drop reported (for the sync report)."""
+    rows = conn.execute(
+        select(
+            MergeCandidate.id,
+            MergeCandidate.account_id,
+            MergeCandidate.person_key,
+            MergeCandidate.other_account_id,
+            MergeCandidate.other_person_key,
+            MergeCandidate.reason,
+            MergeCandidate.detail,
+            MergeCandidate.status,
+        )
+        .where(MergeCandidate.district_id == district_id, MergeCandidate.last_drop_id == drop_id)
+        .order_by(MergeCandidate.id)
+    ).all()
+    return pl.DataFrame(
+        [tuple(r) for r in rows],
+        schema={
+            "id": pl.Int64,
+            **{k: v for k, v in CANDIDATES_SCHEMA.items() if k != "pair_key"},
+            "status": pl.String,
+        },
+        orient="row",
+    )
+
+
+def decision_counts(
+    identities: pl.DataFrame, candidates: pl.DataFrame | None = None
+) -> dict[str, int]:
+    """already_linked, linked, created, conflicts (linked by the stronger of two
+    accounts' contacts) and candidates (merge candidates the drop reveals)."""
     counts = identities.group_by("decision").len()
     result = {ALREADY_LINKED: 0, LINKED: 0, CREATED: 0}
     result.update(dict(zip(counts["decision"].to_list(), counts["len"].to_list(), strict=True)))
+    result["conflicts"] = (
+        int(identities["conflict"].sum()) if "conflict" in identities.columns else 0
+    )
+    result["candidates"] = 0 if candidates is None else candidates.height
     return result

@@ -273,6 +273,25 @@ CATALOGUE: dict[str, IssueType] = dict(
             "A student has six or more guardians; the drop is held until an administrator confirms it.",
             "Check the student's guardian rows in the SIS; an administrator confirms or discards the held drop.",
         ),
+        # Identity resolution and accounts (issue 4).
+        _t(
+            "IDENTITY_CONFLICT",
+            ALERT,
+            "A person's email and phone belong to two different app accounts; the person was linked by the stronger one (email) and the two accounts are merge candidates.",
+            "Check whether the two accounts are one person; an administrator can merge them (roster-sync admin merge-accounts).",
+        ),
+        _t(
+            "ACCOUNT_TAKEN",
+            ALERT,
+            "A contact point matches an app account that already belongs to another SIS person of the same role, so a new account was made.",
+            "Give each person their own email or phone in the SIS.",
+        ),
+        _t(
+            "CONTACT_VERIFIED_KEPT",
+            ALERT,
+            "The SIS has another email or phone for the person, but the account's verified one is never overwritten by a sync.",
+            "Correct the contact in the SIS, or ask the person to change it in the app.",
+        ),
     ]
 )
 

@@ -245,8 +245,31 @@ def build_plan(
         .select("id"),
     )
 
-    # Contact points: add what no account owns yet; a value owned by another
-    # account stays where it is (alert), one contact point = one account.
+    # Contact points (R4 and the contact-point conflicts; issue 4). One email or phone
+    # belongs to one account:
+    # - a value nobody owns goes to the person's account: it *replaces* a stale
+    #   unverified SIS contact point of the same kind on that account (one the SIS no
+    #   longer sends: a changed email), else it is added;
+    # - a verified contact point is never overwritten: when the account's stale
+    #   contact of that kind is verified, the new value is not applied
+    #   (CONTACT_VERIFIED_KEPT alert). Unverified contacts the user added
+    #   (source "user") are not replaced either; the SIS value is added beside them;
+    # - an account SIS-linked in another district too keeps its contacts (the other
+    #   district's values are not stale): new values are added, none replaced;
+    # - a value another account owns stays where it is (CONTACT_IN_USE alert; identity
+    #   resolution records the two accounts as merge candidates).
+    # Identity alerts (IDENTITY_CONFLICT, ACCOUNT_TAKEN) travel on `identities`.
+    if "alert_code" in identities.columns:
+        for row in identities.filter(pl.col("alert_code").is_not_null()).iter_rows(named=True):
+            plan_issues.append(
+                issue_row(
+                    row["alert_code"],
+                    file=row["src_file"],
+                    row=row["src_row"],
+                    ids={"person": row["person_key"]},
+                    message=row["alert_message"],
+                )
+            )
     desired_contacts = (
         roster.contacts.join(account_of, on="person_key")
         .unique(subset=["kind", "value"], keep="first", maintain_order=True)
@@ -270,10 +293,62 @@ def build_plan(
                 ),
             )
         )
-    contacts_changes = TableChanges(
-        adds=desired_contacts.filter(pl.col("owner_id").is_null()).select(
-            "account_id", "kind", "value"
+    slot = ["account_id", "kind", "n"]
+    free = (
+        desired_contacts.filter(pl.col("owner_id").is_null())
+        .sort(["account_id", "kind", "value"])
+        .with_columns(n=pl.int_range(pl.len()).over(["account_id", "kind"]))
+    )
+    drop_values = (
+        roster.contacts.join(account_of, on="person_key").select("account_id", "kind", "value")
+    )
+    shared = (
+        identities.filter(pl.col("other_districts")).select("account_id")
+        if "other_districts" in identities.columns
+        else pl.DataFrame(schema={"account_id": pl.Int64})
+    )
+    stale = (
+        current.contacts.join(account_of.select("account_id"), on="account_id", how="semi")
+        .join(drop_values, on=["account_id", "kind", "value"], how="anti")
+        .join(shared, on="account_id", how="anti")
+    )
+    replaceable = (
+        stale.filter(pl.col("verified").not_() & (pl.col("source") == "sis"))
+        .sort("id")
+        .with_columns(n=pl.int_range(pl.len()).over(["account_id", "kind"]))
+    )
+    replaced = free.join(
+        replaceable.select(*slot, "id", old_value="value"), on=slot, how="inner"
+    )
+    remaining = free.join(replaced.select(slot), on=slot, how="anti")
+    verified_kinds = (
+        stale.filter(pl.col("verified"))
+        .sort("id")
+        .unique(["account_id", "kind"], keep="first", maintain_order=True)
+        .select("account_id", "kind", kept_value="value")
+    )
+    kept = remaining.join(verified_kinds, on=["account_id", "kind"], how="inner")
+    for row in kept.iter_rows(named=True):
+        plan_issues.append(
+            issue_row(
+                "CONTACT_VERIFIED_KEPT",
+                file=row["src_file"],
+                row=row["src_row"],
+                ids={"person": row["person_key"]},
+                field=row["source_column"],
+                value=row["raw_value"],
+                message=(
+                    f"{row['src_file']} row {row['src_row']}: the SIS {row['kind']} "
+                    f"{row['value']} was not applied: the account's verified {row['kind']} "
+                    f"{row['kept_value']} is never overwritten by a sync"
+                ),
+            )
         )
+    contacts_changes = TableChanges(
+        adds=remaining.join(verified_kinds, on=["account_id", "kind"], how="anti").select(
+            "account_id", "kind", "value"
+        ),
+        updates=replaced.select("id", "value"),
     )
 
     # Classes.

@@ -15,7 +15,12 @@ from sqlalchemy import Connection, Engine, select
 
 from roster_pipelines.lib.canonical import Roster
 from roster_pipelines.lib.drops import DropManifest
-from roster_pipelines.lib.identity import contact_owners, decision_counts, resolve_identities
+from roster_pipelines.lib.identity import (
+    contact_owners,
+    decision_counts,
+    record_candidates,
+    resolve_identities,
+)
 from roster_pipelines.lib.issues import ISSUES_SCHEMA, concat_issues, issue_row, issues_frame
 from roster_pipelines.lib.plan import CHANGE_KEYS, SyncPlan, build_plan
 from roster_pipelines.lib.store.locks import lock_district
@@ -45,6 +50,9 @@ class IdentityResult:
     district_id: int
     identities: pl.DataFrame
     decisions: dict[str, int]
+    # Merge candidates the drop revealed (lib.identity.CANDIDATES_SCHEMA); also stored
+    # in the merge_candidates table with last_drop_id = the drop (identity.drop_candidates).
+    candidates: pl.DataFrame = field(default_factory=pl.DataFrame)
 
 
 @dataclass
@@ -87,12 +95,21 @@ def zero_changes() -> dict[str, int]:
     return dict.fromkeys(CHANGE_KEYS, 0)
 
 
-def resolve_drop(engine: Engine, district: str, roster: Roster) -> IdentityResult:
-    """Register the district on its first drop, then resolve every person's account."""
+def resolve_drop(
+    engine: Engine, district: str, roster: Roster, *, drop: str | None = None
+) -> IdentityResult:
+    """Register the district on its first drop, then resolve every person's account and
+    record the merge candidates the drop reveals (tied to the drop by `drop`)."""
     with engine.begin() as conn:
         district_id = get_or_create_district(conn, district)
-        identities = resolve_identities(conn, district_id, roster)
-    return IdentityResult(district_id, identities, decision_counts(identities))
+        resolution = resolve_identities(conn, district_id, roster)
+        record_candidates(conn, district_id, drop, resolution.candidates)
+    return IdentityResult(
+        district_id,
+        resolution.identities,
+        decision_counts(resolution.identities, resolution.candidates),
+        resolution.candidates,
+    )
 
 
 def plan_drop(

@@ -142,7 +142,12 @@ def identity_resolution(
     validated_roster: Roster,
 ) -> IdentityResult:
     """Every SIS person matched to an existing account or marked for creation (R1)."""
-    result = resolve_drop(roster_store.engine(), raw_roster_files.district, validated_roster)
+    result = resolve_drop(
+        roster_store.engine(),
+        raw_roster_files.district,
+        validated_roster,
+        drop=raw_roster_files.drop,
+    )
     context.add_output_metadata({**result.decisions, "people": result.identities.height})
     return result
 

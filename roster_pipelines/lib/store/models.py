@@ -273,3 +273,53 @@ class NotificationOutbox(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class MergeCandidate(_Timestamps, Base):
+    """Two accounts (or an account and an SIS person whose account a drop creates) that
+    are probably one person (R2): recorded for review, never merged automatically.
+
+    Written by identity resolution (`lib.identity`); one row per pair and district
+    (``pair_key``); ``last_drop_id`` is the latest drop that reported the pair, so a
+    drop's report lists ``WHERE district_id = ? AND last_drop_id = ?``. A side given by
+    ``person_key`` is resolved to its account through ``sis_links`` once applied.
+    """
+
+    __tablename__ = "merge_candidates"
+    __table_args__ = (
+        UniqueConstraint("district_id", "pair_key", name="uq_merge_candidate_pair"),
+        Index("ix_merge_candidates_drop", "district_id", "last_drop_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    district_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"))
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"))
+    person_key: Mapped[str | None] = mapped_column(String(400))
+    other_account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"))
+    other_person_key: Mapped[str | None] = mapped_column(String(400))
+    # contact_conflict | same_name_phone | same_name_dob
+    reason: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str | None] = mapped_column(Text)
+    pair_key: Mapped[str] = mapped_column(String(820))
+    first_drop_id: Mapped[str | None] = mapped_column(String(255))
+    last_drop_id: Mapped[str | None] = mapped_column(String(255))
+    # open | merged | dismissed
+    status: Mapped[str] = mapped_column(String(16), default="open", server_default="open")
+
+
+class MergeAudit(Base):
+    """Who merged which account into which, when, and what moved (`lib.merge`)."""
+
+    __tablename__ = "merge_audit"
+    __table_args__ = (
+        Index("ix_merge_audit_keep", "keep_account_id"),
+        Index("ix_merge_audit_merged", "merged_account_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    keep_account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    merged_account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    actor: Mapped[str] = mapped_column(String(255))
+    # Rows moved per table and the ids involved, so a merge can be traced or undone.
+    details: Mapped[dict | None] = mapped_column(JSON)
+    merged_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -54,6 +54,7 @@ CONTACTS_SCHEMA = {
     "kind": pl.String,
     "value": pl.String,
     "verified": pl.Boolean,
+    "source": pl.String,  # sis | user (R4: the sync replaces only unverified SIS contacts)
 }
 CLASSES_SCHEMA = {
     "id": pl.Int64,
@@ -186,6 +187,7 @@ def load_current_state(
                     ContactPoint.kind,
                     ContactPoint.value,
                     ContactPoint.verified,
+                    ContactPoint.source,
                 ).where(ContactPoint.account_id.in_(chunk)),
                 CONTACTS_SCHEMA,
             )

@@ -164,7 +164,8 @@ def apply_plan(conn: Connection, plan: SyncPlan, *, now: datetime) -> AppliedCha
         now=now,
     )
 
-    # Contact points.
+    # Contact points: R4 updates (a changed unverified SIS contact) before the adds.
+    _update_by_id(conn, ContactPoint, plan.contacts.updates, now)
     contact_adds = _remap(plan.contacts.adds, "account_id", account_map)
     if contact_adds.height:
         conn.execute(
