@@ -8,14 +8,18 @@ even after the drop zone was emptied, and nothing downstream reads the drop zone
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
 import shutil
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 PARTITION_SEPARATOR = "__"
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]*(?:_[A-Za-z0-9.-]+)*$")
@@ -92,7 +96,7 @@ def fingerprint(source_dir: Path, names: Sequence[str]) -> tuple[ArchivedFile, .
     """Checksums of the named files in `source_dir` (files that are absent are skipped)."""
     result = []
     for name in sorted(names):
-        path = Path(source_dir) / name
+        path = Path(source_dir) / check_file_name(name)
         if path.is_file() and not path.is_symlink():
             result.append(ArchivedFile(name=name, sha256=_sha256(path), size=path.stat().st_size))
     return tuple(result)
@@ -106,6 +110,133 @@ def default_drop_id(label: str, digest: str, now: datetime | None = None) -> str
     return f"{label[:80]}-{digest[:10]}"
 
 
+# File names come from a drop zone (an S3 key, an SFTP listing): they are never trusted
+# as paths. A name is one plain path component: letters, digits, '.', '_', '-', ' ',
+# starting with a letter, a digit or '_' (so never '.', '..', a hidden file or a separator).
+_SAFE_FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._ -]{0,199}$")
+_INDEX = ".index"  # <district>/.index/<content hash> -> drop id (content addressing)
+_LATEST = ".latest.json"  # <district>/.latest.json: the last drop a sensor started
+_LOG = ".log.jsonl"  # <district>/.log.jsonl: archived / started / superseded events
+CHUNK = 1 << 20
+
+
+class FileTooLarge(DropError):
+    """A file above the configured size limit (it is never read into memory)."""
+
+
+def check_file_name(name: str) -> str:
+    if not isinstance(name, str) or not _SAFE_FILE_NAME.match(name) or name.strip() != name:
+        raise DropError(f"file name {name!r} is not allowed (one plain file name, no path)")
+    return name
+
+
+def _inside(folder: Path, name: str) -> Path:
+    """`folder/name`, refusing anything that would resolve outside `folder`."""
+    path = (folder / check_file_name(name)).resolve()
+    if path.parent != folder.resolve():
+        raise DropError(f"file name {name!r} escapes the landing store")
+    return path
+
+
+Opener = Callable[[], AbstractContextManager[BinaryIO]]
+
+
+def _copy_stream(
+    opener: Opener, target: Path, *, max_bytes: int | None, name: str
+) -> tuple[str, int]:
+    """Stream one file into `target` in chunks, hashing as it goes; never whole in memory."""
+    digest, size = hashlib.sha256(), 0
+    with opener() as source, target.open("xb") as out:
+        while block := source.read(CHUNK):
+            size += len(block)
+            if max_bytes is not None and size > max_bytes:
+                raise FileTooLarge(f"{name} is larger than the limit of {max_bytes:,} bytes")
+            digest.update(block)
+            out.write(block)
+    return digest.hexdigest(), size
+
+
+def find_by_hash(landing_root: Path, district: str, digest: str) -> DropManifest | None:
+    """The archived drop of `district` holding exactly these bytes, if there is one."""
+    index = Path(landing_root) / check_id("district", district) / _INDEX / digest
+    if not re.fullmatch(r"[0-9a-f]{64}", digest) or not index.is_file():
+        return None
+    try:
+        return load_manifest(landing_root, district, index.read_text().strip())
+    except DropError:
+        return None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def archive_streams(
+    landing_root: Path,
+    *,
+    district: str,
+    format: str,
+    sources: Sequence[tuple[str, Opener]],
+    drop: str | None = None,
+    label: str = "",
+    source: str = "",
+    max_bytes: int | None = None,
+    same_as: str | None = None,
+) -> DropManifest:
+    """Archive a drop from streams (a local file, an S3 object, an SFTP file).
+
+    Bytes are streamed into a staging folder inside the landing store while they are
+    hashed; the staging folder is renamed into place only when every file is there, so
+    a drop is archived whole or not at all. The district's `.index/<content hash>`
+    points at the latest drop holding those bytes (content addressing). When the bytes
+    hash to `same_as` (the sensors pass the last drop they started), that drop is
+    returned instead of a copy. A drop id already archived with the same bytes is
+    returned as is; with other bytes it is refused (archived drops are immutable).
+    """
+    landing_root = Path(landing_root)
+    district_dir = landing_root / check_id("district", district)
+    district_dir.mkdir(parents=True, exist_ok=True)
+    staging = district_dir / f".staging-{uuid.uuid4().hex}"
+    staging.mkdir()
+    try:
+        files = []
+        for name, opener in sorted(sources, key=lambda s: s[0]):
+            sha, size = _copy_stream(opener, _inside(staging, name), max_bytes=max_bytes, name=name)
+            files.append(ArchivedFile(name=name, sha256=sha, size=size))
+        digest = content_hash(files)
+        if same_as == digest and (existing := find_by_hash(landing_root, district, digest)):
+            return existing
+        drop = check_id("drop", drop or default_drop_id(label, digest))
+        manifest = DropManifest(
+            district=district,
+            drop=drop,
+            format=format,
+            content_hash=digest,
+            files=tuple(files),
+            archived_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            source=source,
+        )
+        target = manifest.folder(landing_root)
+        if (target / MANIFEST).exists():
+            existing = load_manifest(landing_root, district, drop)
+            if existing.content_hash != digest:
+                raise DropError(
+                    f"drop {drop} of district {district} is already archived with other files; "
+                    "archived drops are immutable, give the new drop another id"
+                )
+            return existing
+        (staging / MANIFEST).write_text(json.dumps(asdict(manifest), indent=2))
+        staging.rename(target)  # atomic: a drop is archived whole or not at all
+        _write_atomic(district_dir / _INDEX / digest, drop)
+        append_log(landing_root, district, {"event": "archived", "drop": drop, "hash": digest})
+        return manifest
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def archive_drop(
     source_dir: Path,
     landing_root: Path,
@@ -115,46 +246,61 @@ def archive_drop(
     format: str,
     file_names: Sequence[str],
 ) -> DropManifest:
-    """Copy the drop's files into the landing store and write its manifest.
+    """Copy a local drop folder's files into the landing store and write its manifest.
 
     Archiving is idempotent for identical bytes; the same drop id with other bytes is
-    refused, because archived drops are immutable.
+    refused, because archived drops are immutable. Files that are absent are skipped
+    (the format adapter then reports them missing).
     """
     source_dir = Path(source_dir)
     if not source_dir.is_dir():
         raise DropError(f"drop folder {source_dir} does not exist")
     check_id("district", district)
-    files = fingerprint(source_dir, file_names)
-    digest = content_hash(files)
-    drop = check_id("drop", drop or default_drop_id(source_dir.name, digest))
-    manifest = DropManifest(
+    present = []
+    for name in sorted(file_names):
+        path = source_dir / check_file_name(name)
+        if path.is_file() and not path.is_symlink():
+            present.append((name, functools.partial(path.open, "rb")))
+    return archive_streams(
+        landing_root,
         district=district,
-        drop=drop,
         format=format,
-        content_hash=digest,
-        files=files,
-        archived_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        sources=present,
+        drop=drop,
+        label=source_dir.name,
         source=str(source_dir),
     )
-    target = manifest.folder(landing_root)
-    if (target / MANIFEST).exists():
-        existing = load_manifest(landing_root, district, drop)
-        if existing.content_hash != digest:
-            raise DropError(
-                f"drop {drop} of district {district} is already archived with other files; "
-                "archived drops are immutable, give the new drop another id"
-            )
-        return existing
-    staging = target.with_name(f".{drop}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    for f in files:
-        shutil.copyfile(source_dir / f.name, staging / f.name)
-        if _sha256(staging / f.name) != f.sha256:
-            raise DropError(f"{f.name} changed while it was being archived; try again")
-    (staging / MANIFEST).write_text(json.dumps(asdict(manifest), indent=2))
-    staging.rename(target)  # atomic: a drop is archived whole or not at all
-    return manifest
+
+
+def latest_started(landing_root: Path, district: str) -> dict | None:
+    """The last drop a sensor started for `district` ({drop, hash, at}), if any."""
+    path = Path(landing_root) / check_id("district", district) / _LATEST
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def mark_started(landing_root: Path, manifest: DropManifest, *, at: str) -> None:
+    record = {"drop": manifest.drop, "hash": manifest.content_hash, "at": at}
+    _write_atomic(Path(landing_root) / manifest.district / _LATEST, json.dumps(record))
+    append_log(landing_root, manifest.district, {"event": "started", **record})
+
+
+def append_log(landing_root: Path, district: str, event: dict) -> None:
+    """Append one event to the district's landing log (archived, started, superseded)."""
+    path = Path(landing_root) / check_id("district", district) / _LOG
+    path.parent.mkdir(parents=True, exist_ok=True)
+    event = {"at": datetime.now(UTC).isoformat(timespec="seconds"), **event}
+    with path.open("a") as handle:
+        handle.write(json.dumps(event, sort_keys=True) + "\n")
+
+
+def read_log(landing_root: Path, district: str) -> list[dict]:
+    path = Path(landing_root) / check_id("district", district) / _LOG
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def load_manifest(landing_root: Path, district: str, drop: str) -> DropManifest:

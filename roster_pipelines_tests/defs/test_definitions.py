@@ -43,10 +43,20 @@ def test_workspace_yaml_validates_with_the_dagster_cli(tmp_path: Path) -> None:
 
 def test_every_asset_check_sensor_and_job_is_defined() -> None:
     repo = defs.get_repository_def()
-    assert {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()} == set(STAGES)
+    # The drop stages, plus the R9 freshness asset of the daily schedule (issue 6).
+    assert {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()} == {
+        *STAGES,
+        "district_freshness",
+    }
     check_keys = {(k.asset_key.to_user_string(), k.name) for k in repo.asset_graph.asset_check_keys}
     assert ("validated_roster", "drop_is_usable") in check_keys
-    assert {s.name for s in repo.sensor_defs} >= {"local_drop_sensor"}
+    assert {s.name for s in repo.sensor_defs} >= {
+        "local_drop_sensor",
+        "s3_drop_sensor",
+        "sftp_drop_sensor",
+    }
+    assert ("district_freshness", "within_90_days") in check_keys
+    assert {s.name for s in repo.schedule_defs} >= {"district_freshness_schedule"}
     job = repo.get_job("roster_sync_job")
     assert isinstance(job.partitions_def, dg.DynamicPartitionsDefinition)
     assert job.partitions_def.name == "drops"

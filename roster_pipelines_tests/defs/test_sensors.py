@@ -1,15 +1,17 @@
-"""The local drop-zone sensor: one complete drop, one run and one partition, once."""
+"""The local drop-zone sensor: one complete drop, one run and one partition, once.
+
+A drop starts when all its files are there and unchanged across two ticks, or at
+once when a `_READY` marker is there (issue 6).
+"""
 
 from __future__ import annotations
 
-import os
-import time
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
-from roster_pipelines.defs.sync.resources import RosterStore
+from roster_pipelines.defs.sync.resources import LocalDropZone, RosterStore
 from roster_pipelines.defs.sync.sensors import local_drop_sensor
 from roster_pipelines.lib.drops import load_manifest
 from roster_pipelines_tests.conftest import write_drop
@@ -21,32 +23,39 @@ ROWS = {
 }
 
 
-def _age(folder: Path, seconds: float = 120) -> None:
-    past = time.time() - seconds
-    for f in folder.iterdir():
-        os.utime(f, (past, past))
-
-
 @pytest.fixture
 def store(tmp_path: Path) -> RosterStore:
     return RosterStore(state_dir=str(tmp_path / "state"), drop_zone=str(tmp_path / "zone"))
 
 
-def _tick(instance: dg.DagsterInstance, store: RosterStore, cursor: str | None) -> dg.SensorResult:
+@pytest.fixture
+def zone(tmp_path: Path) -> LocalDropZone:
+    return LocalDropZone(root=str(tmp_path / "zone"))
+
+
+def _tick(
+    instance: dg.DagsterInstance, store: RosterStore, zone: LocalDropZone, cursor: str | None
+) -> dg.SensorResult:
     context = dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources={"roster_store": store}
+        instance=instance,
+        cursor=cursor,
+        resources={"roster_store": store, "local_drop_zone": zone},
     )
-    return local_drop_sensor(context)
+    result = local_drop_sensor(context)
+    assert isinstance(result, dg.SensorResult)
+    return result
 
 
-def test_complete_drop_runs_once(tmp_path: Path, store: RosterStore) -> None:
-    zone = tmp_path / "zone"
-    _age(write_drop(zone / "lincoln-usd", ROWS))
+def test_complete_drop_runs_once(tmp_path: Path, store: RosterStore, zone: LocalDropZone) -> None:
+    folder = write_drop(tmp_path / "zone" / "lincoln-usd", ROWS)
     with dg.instance_for_test() as instance:
-        result = _tick(instance, store, None)
+        first = _tick(instance, store, zone, None)
+        assert first.run_requests == []  # seen once: it must be unchanged on the next tick
+        result = _tick(instance, store, zone, first.cursor)
         assert len(result.run_requests) == 1
         request = result.run_requests[0]
         assert request.tags["district"] == "lincoln-usd"
+        assert request.run_key.startswith("lincoln-usd:")
         [partitions] = result.dynamic_partitions_requests
         assert list(partitions.partition_keys) == [request.partition_key]
         district, drop = request.partition_key.split("__")
@@ -60,39 +69,70 @@ def test_complete_drop_runs_once(tmp_path: Path, store: RosterStore) -> None:
             "classes.csv",
             "enrollments.csv",
         }
+        assert manifest.content_hash in request.run_key
 
         # The same files again: nothing.
-        again = _tick(instance, store, result.cursor)
+        again = _tick(instance, store, zone, result.cursor)
         assert again.run_requests == [] and again.dynamic_partitions_requests == []
 
-        # Changed files: a new drop.
-        (zone / "lincoln-usd" / "classes.csv").write_text(
+        # Changed files: a new drop, once they settle.
+        (folder / "classes.csv").write_text(
             "school_id,class_id,teacher_id,class_name\nS1,C1,T1,Art\n"
         )
-        _age(zone / "lincoln-usd")
-        changed = _tick(instance, store, again.cursor)
+        seen = _tick(instance, store, zone, again.cursor)
+        assert seen.run_requests == []
+        changed = _tick(instance, store, zone, seen.cursor)
         assert len(changed.run_requests) == 1
         assert changed.run_requests[0].partition_key != request.partition_key
 
 
-def test_incomplete_or_unsettled_drop_waits(tmp_path: Path, store: RosterStore) -> None:
-    zone = tmp_path / "zone"
-    folder = write_drop(zone / "lincoln-usd", ROWS)
+def test_ready_marker_starts_at_once(
+    tmp_path: Path, store: RosterStore, zone: LocalDropZone
+) -> None:
+    folder = write_drop(tmp_path / "zone" / "lincoln-usd", ROWS)
+    (folder / "_READY").write_text("")
     with dg.instance_for_test() as instance:
-        assert _tick(instance, store, None).run_requests == []  # files still being written
-        (folder / "enrollments.csv").unlink()
-        _age(folder)
-        assert _tick(instance, store, None).run_requests == []  # a file is missing
+        assert len(_tick(instance, store, zone, None).run_requests) == 1
 
 
-def test_unsafe_folder_names_are_skipped(tmp_path: Path, store: RosterStore) -> None:
-    _age(write_drop(tmp_path / "zone" / "bad__name", ROWS))
+def test_incomplete_or_unsettled_drop_waits(
+    tmp_path: Path, store: RosterStore, zone: LocalDropZone
+) -> None:
+    folder = write_drop(tmp_path / "zone" / "lincoln-usd", ROWS)
+    (folder / "enrollments.csv").unlink()
+    (folder / "_READY").write_text("")  # a marker does not make a partial drop complete
     with dg.instance_for_test() as instance:
-        assert _tick(instance, store, None).run_requests == []
+        first = _tick(instance, store, zone, None)
+        second = _tick(instance, store, zone, first.cursor)
+        assert first.run_requests == [] and second.run_requests == []  # a file is missing
+        assert "missing enrollments.csv" in second.skip_reason.skip_message
+        write_drop(folder, ROWS)  # the last file arrives
+        assert len(_tick(instance, store, zone, second.cursor).run_requests) == 1
+
+
+def test_unsafe_folder_names_are_skipped(
+    tmp_path: Path, store: RosterStore, zone: LocalDropZone
+) -> None:
+    write_drop(tmp_path / "zone" / "bad__name", ROWS)
+    with dg.instance_for_test() as instance:
+        first = _tick(instance, store, zone, None)
+        assert _tick(instance, store, zone, first.cursor).run_requests == []
+
+
+def test_unconfigured_zone_skips(tmp_path: Path, store: RosterStore) -> None:
+    from roster_pipelines.defs.sync.resources import S3DropZone
+    from roster_pipelines.defs.sync.sensors import s3_drop_sensor
+
+    with dg.instance_for_test() as instance:
+        context = dg.build_sensor_context(
+            instance=instance, resources={"roster_store": store, "s3_drop_zone": S3DropZone()}
+        )
+        result = s3_drop_sensor(context)
+        assert isinstance(result, dg.SkipReason)
 
 
 def test_sensor_run_request_executes_the_job(
-    tmp_path: Path, store: RosterStore, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, store: RosterStore, zone: LocalDropZone, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The run the sensor asks for syncs the drop through `roster_sync_job`."""
     import sqlalchemy as sa
@@ -102,9 +142,12 @@ def test_sensor_run_request_executes_the_job(
     from roster_pipelines.lib.store.models import SisLink, SyncRun
 
     monkeypatch.setenv("ROSTER_STATE_DIR", str(tmp_path / "state"))
-    _age(write_drop(tmp_path / "zone" / "lincoln-usd", ROWS))
+    monkeypatch.delenv("ROSTER_S3_BUCKET", raising=False)
+    monkeypatch.delenv("ROSTER_SFTP_HOST", raising=False)
+    folder = write_drop(tmp_path / "zone" / "lincoln-usd", ROWS)
+    (folder / "_READY").write_text("")
     with dg.instance_for_test() as instance:
-        result = _tick(instance, store, None)
+        result = _tick(instance, store, zone, None)
         [request] = result.run_requests
         instance.add_dynamic_partitions(
             "drops", list(result.dynamic_partitions_requests[0].partition_keys)

@@ -3,13 +3,23 @@
 import dagster as dg
 
 from roster_pipelines.defs.sync.assets import SYNC_ASSETS
+from roster_pipelines.defs.sync.freshness import (
+    district_freshness,
+    district_freshness_job,
+    district_freshness_schedule,
+)
 from roster_pipelines.defs.sync.jobs import roster_sync_job
 from roster_pipelines.defs.sync.resources import DropStorageIOManager, RosterStore
-from roster_pipelines.defs.sync.sensors import local_drop_sensor
+from roster_pipelines.defs.sync.sensors import DROP_SENSORS, ZONE_RESOURCES
 
 defs = dg.Definitions(
-    assets=SYNC_ASSETS,
-    jobs=[roster_sync_job],
-    sensors=[local_drop_sensor],
-    resources={"roster_store": RosterStore(), "io_manager": DropStorageIOManager()},
+    assets=[*SYNC_ASSETS, district_freshness],
+    jobs=[roster_sync_job, district_freshness_job],
+    sensors=DROP_SENSORS,
+    schedules=[district_freshness_schedule],
+    resources={
+        "roster_store": RosterStore(),
+        "io_manager": DropStorageIOManager(),
+        **ZONE_RESOURCES,
+    },
 )

@@ -1,7 +1,8 @@
-"""Resources of the sync: the state folder and app database, and drop storage."""
+"""Resources of the sync: the state folder and app database, drop storage, drop zones."""
 
 from __future__ import annotations
 
+import os
 import pickle
 from functools import cache
 from pathlib import Path
@@ -10,7 +11,9 @@ from typing import Any
 import dagster as dg
 from sqlalchemy import Engine
 
-from roster_pipelines.lib.config import Settings
+from roster_pipelines.lib.config import DEFAULT_FORMAT, Settings
+from roster_pipelines.lib.dropzones import DropZone, LocalZone
+from roster_pipelines.lib.dropzones.watch import WatchOptions
 from roster_pipelines.lib.store.engine import make_engine
 
 
@@ -66,3 +69,111 @@ class DropStorageIOManager(dg.ConfigurableIOManager):
     def load_input(self, context: dg.InputContext) -> Any:
         with self._path(context).open("rb") as handle:
             return pickle.load(handle)
+
+
+def _env(value: str, name: str, default: str = "") -> str:
+    return value or os.environ.get(name, "") or default
+
+
+def _env_int(value: int, name: str, default: int) -> int:
+    return value or int(os.environ.get(name, "") or default)
+
+
+class DropZoneResource(dg.ConfigurableResource):
+    """What every drop zone shares: the format it receives and the sensor's limits.
+
+    Zero/empty values fall back to env vars at execution time (see the README's
+    Configuration table), so one deployment configures its zones without code.
+    """
+
+    format: str = ""  # ROSTER_DROP_FORMAT, default remind-csv-1.0
+    max_file_bytes: int = 0  # ROSTER_DROP_MAX_FILE_BYTES, default 2 GiB
+    incomplete_alert_minutes: int = 0  # ROSTER_DROP_INCOMPLETE_ALERT_MINUTES, default 360
+    max_objects_per_tick: int = 0  # ROSTER_DROP_MAX_OBJECTS_PER_TICK, default 20,000
+
+    def options(self) -> WatchOptions:
+        return WatchOptions(
+            format=_env(self.format, "ROSTER_DROP_FORMAT", DEFAULT_FORMAT),
+            max_file_bytes=_env_int(self.max_file_bytes, "ROSTER_DROP_MAX_FILE_BYTES", 2 << 30),
+            incomplete_alert_seconds=60.0
+            * _env_int(self.incomplete_alert_minutes, "ROSTER_DROP_INCOMPLETE_ALERT_MINUTES", 360),
+            max_objects=_env_int(
+                self.max_objects_per_tick, "ROSTER_DROP_MAX_OBJECTS_PER_TICK", 20_000
+            ),
+        )
+
+    def configured(self) -> bool:
+        return True
+
+    def open_zone(self) -> DropZone:
+        raise NotImplementedError
+
+
+class LocalDropZone(DropZoneResource):
+    """A local folder (`ROSTER_DROP_ZONE`, default `$ROSTER_STATE_DIR/drop_zone`)."""
+
+    root: str = ""
+
+    def open_zone(self) -> DropZone:
+        return LocalZone(self.root or Settings.from_env().drop_zone)
+
+
+class S3DropZone(DropZoneResource):
+    """An S3 bucket and prefix, on AWS or any S3-compatible endpoint.
+
+    Credentials: the fields, else boto3's usual chain (AWS_ACCESS_KEY_ID, instance
+    roles, ...). Unconfigured (no bucket), its sensor skips.
+    """
+
+    bucket: str = ""  # ROSTER_S3_BUCKET
+    prefix: str = ""  # ROSTER_S3_PREFIX
+    endpoint_url: str = ""  # ROSTER_S3_ENDPOINT_URL (MinIO, Ceph, ...)
+    region_name: str = ""  # ROSTER_S3_REGION
+    aws_access_key_id: str = ""
+    aws_secret_access_key: str = ""
+
+    def configured(self) -> bool:
+        return bool(_env(self.bucket, "ROSTER_S3_BUCKET"))
+
+    def open_zone(self) -> DropZone:
+        from roster_pipelines.lib.dropzones.s3 import S3Zone
+
+        return S3Zone(
+            _env(self.bucket, "ROSTER_S3_BUCKET"),
+            _env(self.prefix, "ROSTER_S3_PREFIX"),
+            endpoint_url=_env(self.endpoint_url, "ROSTER_S3_ENDPOINT_URL") or None,
+            region_name=_env(self.region_name, "ROSTER_S3_REGION") or None,
+            aws_access_key_id=self.aws_access_key_id or None,
+            aws_secret_access_key=self.aws_secret_access_key or None,
+        )
+
+
+class SFTPDropZone(DropZoneResource):
+    """An SFTP server; host keys verified against `known_hosts` (no trust on first use).
+
+    Unconfigured (no host), its sensor skips.
+    """
+
+    host: str = ""  # ROSTER_SFTP_HOST
+    port: int = 0  # ROSTER_SFTP_PORT, default 22
+    username: str = ""  # ROSTER_SFTP_USERNAME
+    password: str = ""  # ROSTER_SFTP_PASSWORD
+    private_key_path: str = ""  # ROSTER_SFTP_PRIVATE_KEY (a file)
+    known_hosts: str = ""  # ROSTER_SFTP_KNOWN_HOSTS (a file), required
+    root: str = ""  # ROSTER_SFTP_ROOT, default: the login folder
+
+    def configured(self) -> bool:
+        return bool(_env(self.host, "ROSTER_SFTP_HOST"))
+
+    def open_zone(self) -> DropZone:
+        from roster_pipelines.lib.dropzones.sftp import SFTPZone
+
+        return SFTPZone(
+            _env(self.host, "ROSTER_SFTP_HOST"),
+            port=_env_int(self.port, "ROSTER_SFTP_PORT", 22),
+            username=_env(self.username, "ROSTER_SFTP_USERNAME"),
+            password=_env(self.password, "ROSTER_SFTP_PASSWORD") or None,
+            private_key_path=_env(self.private_key_path, "ROSTER_SFTP_PRIVATE_KEY") or None,
+            known_hosts=_env(self.known_hosts, "ROSTER_SFTP_KNOWN_HOSTS"),
+            root=_env(self.root, "ROSTER_SFTP_ROOT", "."),
+        )

@@ -1,96 +1,186 @@
-"""The drop-zone sensor: a complete, settled drop in a district folder starts one run.
+"""Drop-zone sensors: one factory, one sensor per configured zone (local, S3, SFTP).
 
-Local layout: ``<ROSTER_DROP_ZONE>/<district>/<the format's files>``. A drop is
-complete when every required file is there and none changed for `settle_seconds`.
-The sensor archives the bytes to the landing store before it asks for a run, so the
-run (and any later backfill) reads the archive, never the drop zone. Run keys are
-district + content hash: the same files again start nothing.
+Every sensor runs the same tick (`lib.dropzones.watch.tick`) over its zone:
+``<zone root>/<district>/<the format's files>``. A drop starts when all its files are
+there and either a `_READY` marker says so or the listing is unchanged across two
+ticks. The sensor streams the bytes into the content-addressed landing store before
+it asks for a run, so the run (and any later backfill) reads the archive, never the
+drop zone. Run keys are district + content hash (+ the previous drop's hash): the
+same files again start nothing. Drops that stay incomplete alert the district admin
+(an `incomplete_drop` email in the outbox) and the data team (a warning in the
+sensor's tick log).
+
+When a newer drop of a district arrives while an older one still waits in the run
+queue (one run per district at a time, see dagster.yaml), both run in order and the
+older run is tagged `roster/superseded_by=<newer partition>` (and logged in the
+district's landing log).
 """
 
+# No `from __future__ import annotations` here: Dagster reads the annotations at runtime.
+
 import json
-import os
 import time
-from datetime import UTC, datetime
-from pathlib import Path
 
 import dagster as dg
 
 from roster_pipelines.defs.sync.jobs import roster_sync_job
 from roster_pipelines.defs.sync.partitions import drops_partitions
-from roster_pipelines.defs.sync.resources import RosterStore
-from roster_pipelines.lib.config import DEFAULT_FORMAT
-from roster_pipelines.lib.drops import (
-    DropError,
-    archive_drop,
-    check_id,
-    content_hash,
-    default_drop_id,
-    fingerprint,
+from roster_pipelines.defs.sync.resources import (
+    DropZoneResource,
+    LocalDropZone,
+    RosterStore,
+    S3DropZone,
+    SFTPDropZone,
 )
-from roster_pipelines.lib.formats import REQUIRED_FILES
+from roster_pipelines.lib.drops import append_log
+from roster_pipelines.lib.dropzones.watch import Alert, StartedDrop, TickOutcome, tick
+from roster_pipelines.lib.freshness import admin_email, queue_admin_email
 
-MAX_DISTRICTS_PER_TICK = 500
+SENSOR_INTERVAL_SECONDS = 30
+_PENDING = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+]
+
+# The zones of a deployment: sensor name -> resource key (resources in definitions.py).
+ZONES = {
+    "local_drop_sensor": ("local_drop_zone", LocalDropZone),
+    "s3_drop_sensor": ("s3_drop_zone", S3DropZone),
+    "sftp_drop_sensor": ("sftp_drop_zone", SFTPDropZone),
+}
 
 
-def _settle_seconds() -> float:
-    return float(os.environ.get("ROSTER_DROP_SETTLE_SECONDS", "30"))
-
-
-def _ready_drop(folder: Path, names: tuple[str, ...], settle: float, now: float) -> bool:
-    paths = [folder / n for n in names]
-    if not all(p.is_file() for p in paths):
-        return False
-    return max(p.stat().st_mtime for p in paths) <= now - settle
-
-
-@dg.sensor(
-    job=roster_sync_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.STOPPED
-)
-def local_drop_sensor(
-    context: dg.SensorEvaluationContext, roster_store: RosterStore
-) -> dg.SensorResult:
-    """Watches the local drop zone, one folder per district."""
-    settings = roster_store.settings()
-    cursor: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
-    names = REQUIRED_FILES[DEFAULT_FORMAT]
-    now = time.time()
-    run_requests, new_keys = [], []
-    zone = settings.drop_zone
-    districts = sorted(p for p in zone.iterdir() if p.is_dir()) if zone.is_dir() else []
-    for folder in districts[:MAX_DISTRICTS_PER_TICK]:
-        try:
-            district = check_id("district", folder.name)
-        except DropError as err:
-            context.log.warning(f"skipping drop-zone folder {folder.name!r}: {err}")
-            continue
-        if not _ready_drop(folder, names, _settle_seconds(), now):
-            continue
-        digest = content_hash(fingerprint(folder, names))
-        if cursor.get(district) == digest:
-            continue
-        newest = max((folder / n).stat().st_mtime for n in names)
-        label = datetime.fromtimestamp(newest, UTC).strftime("%Y%m%dT%H%M%SZ")
-        manifest = archive_drop(
-            folder,
-            settings.landing_root,
-            district=district,
-            drop=default_drop_id(label, digest),
-            format=DEFAULT_FORMAT,
-            file_names=names,
+def _alert_admin(
+    context: dg.SensorEvaluationContext, store: RosterStore, zone_kind: str, alert: Alert
+) -> None:
+    context.log.warning(f"drop of district {alert.district} needs attention: {alert.message}")
+    with store.engine().begin() as conn:
+        found = admin_email(conn, alert.district)
+        if not found or not found[1]:
+            context.log.warning(
+                f"district {alert.district} has no admin email: nobody was emailed "
+                "(roster-sync admin set-contact)"
+            )
+            return
+        queue_admin_email(
+            conn,
+            district_id=found[0],
+            template="incomplete_drop",
+            idempotency_key=alert.key,
+            destination=found[1],
+            payload={
+                "district": alert.district,
+                "reason": alert.reason,
+                "message": alert.message,
+                "missing": list(alert.missing),
+                "files": list(alert.files),
+                "zone": zone_kind,
+            },
         )
-        cursor[district] = manifest.content_hash
-        new_keys.append(manifest.partition_key)
+
+
+def _record_superseded(
+    context: dg.SensorEvaluationContext, landing_root, started: StartedDrop
+) -> None:
+    manifest = started.manifest
+    records = context.instance.get_run_records(
+        dg.RunsFilter(tags={"district": manifest.district}, statuses=_PENDING)
+    )
+    for record in records:
+        older = record.dagster_run.tags.get("dagster/partition")
+        if not older or older == manifest.partition_key:
+            continue
+        context.instance.add_run_tags(
+            record.dagster_run.run_id, {"roster/superseded_by": manifest.partition_key}
+        )
+        append_log(
+            landing_root,
+            manifest.district,
+            {"event": "superseded", "drop": older, "by": manifest.partition_key},
+        )
+        context.log.info(
+            f"{older} still waits in the queue; it runs first, then {manifest.partition_key} "
+            "(recorded as superseded)"
+        )
+
+
+def evaluate_zone(
+    context: dg.SensorEvaluationContext, store: RosterStore, zone_resource: DropZoneResource
+) -> dg.SensorResult | dg.SkipReason:
+    """One tick over one zone (the body of every drop-zone sensor)."""
+    if not zone_resource.configured():
+        return dg.SkipReason(f"{type(zone_resource).__name__} is not configured")
+    landing = store.settings().landing_root
+    with zone_resource.open_zone() as zone:
+        outcome: TickOutcome = tick(
+            zone, landing, context.cursor, options=zone_resource.options(), now=time.time()
+        )
+    for issue in outcome.issues:
+        context.log.warning(
+            f"rejected {issue.code} in {zone.kind} zone, district {issue.district!r}"
+            + (f", file {issue.name!r}" if issue.name else "")
+            + f": {issue.message}"
+        )
+    for alert in outcome.alerts:
+        _alert_admin(context, store, zone.kind, alert)
+    for duplicate in outcome.duplicates:
+        context.log.info(
+            f"{duplicate.district}: the same files as drop {duplicate.drop} again; nothing to run"
+        )
+    run_requests = []
+    for started in outcome.started:
+        manifest = started.manifest
+        _record_superseded(context, landing, started)
         run_requests.append(
             dg.RunRequest(
-                run_key=f"{district}:{manifest.content_hash}",
+                run_key=started.run_key,
                 partition_key=manifest.partition_key,
-                tags={"district": district},
+                tags={
+                    "district": manifest.district,
+                    "roster/zone": zone.kind,
+                    "roster/content_hash": manifest.content_hash,
+                },
             )
+        )
+    cursor = json.dumps(outcome.cursor, sort_keys=True, separators=(",", ":"))
+    if not run_requests:
+        waiting = "; ".join(f"{d}: {why}" for d, why in sorted(outcome.waiting.items()))
+        return dg.SensorResult(
+            skip_reason=f"no complete new drop ({outcome.objects_listed} objects listed)"
+            + (f"; waiting: {waiting}" if waiting else ""),
+            cursor=cursor,
         )
     return dg.SensorResult(
         run_requests=run_requests,
-        dynamic_partitions_requests=[drops_partitions.build_add_request(new_keys)]
-        if new_keys
-        else [],
-        cursor=json.dumps(cursor, sort_keys=True),
+        dynamic_partitions_requests=[
+            drops_partitions.build_add_request([r.partition_key for r in run_requests])
+        ],
+        cursor=cursor,
     )
+
+
+def build_drop_sensor(name: str, zone_key: str) -> dg.SensorDefinition:
+    """A sensor watching the drop zone of resource `zone_key` (off by default)."""
+
+    @dg.sensor(
+        name=name,
+        job=roster_sync_job,
+        minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        required_resource_keys={"roster_store", zone_key},
+        description=f"Watches the drop zone of resource `{zone_key}`, one folder per district.",
+    )
+    def _drop_sensor(context: dg.SensorEvaluationContext, **_resources):
+        # Resources come from context.resources (their keys vary by zone); direct
+        # invocation in tests also passes them as keyword arguments.
+        return evaluate_zone(
+            context, context.resources.roster_store, getattr(context.resources, zone_key)
+        )
+
+    return _drop_sensor
+
+
+DROP_SENSORS = [build_drop_sensor(name, key) for name, (key, _) in ZONES.items()]
+ZONE_RESOURCES = {key: cls() for key, cls in ZONES.values()}
+local_drop_sensor, s3_drop_sensor, sftp_drop_sensor = DROP_SENSORS
