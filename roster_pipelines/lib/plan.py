@@ -10,7 +10,7 @@ Guards (R9, R10) decide whether the drop's destructive changes apply now or are 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import polars as pl
 
@@ -672,15 +672,15 @@ def guard_reasons(
         reasons.append(
             f"{row['student_person_key']} would have {row['len']} guardians (six or more)"
         )
-    if current.last_applied_at is not None:
-        last = current.last_applied_at
-        if last.tzinfo is None:
-            last = last.replace(tzinfo=now.tzinfo)
-        if now - last > timedelta(days=FRESHNESS_DAYS):
-            reasons.append(
-                f"the previous applied drop is {(now - last).days} days old (more than {FRESHNESS_DAYS}); "
-                "removals wait for an administrator"
-            )
+    # R9: the same date and rule as the daily freshness check (lib/freshness.py).
+    from roster_pipelines.lib import freshness
+
+    if freshness.removals_held(current.last_applied_at, now):
+        days = freshness.days_since(current.last_applied_at, now)
+        reasons.append(
+            f"the previous applied drop is {days} days old (more than {FRESHNESS_DAYS}); "
+            "removals wait for an administrator"
+        )
     return reasons
 
 
