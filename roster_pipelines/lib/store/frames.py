@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -13,9 +14,43 @@ CHUNK = 5_000
 
 
 def read_frame(conn: Connection, stmt: Executable, schema: dict[str, Any]) -> pl.DataFrame:
-    """Run `stmt` and return its rows as a frame with `schema` (empty results keep it)."""
+    """Run `stmt` and return its rows as a frame with `schema` (empty results keep it).
+
+    On Postgres the rows stream out with `COPY ... TO STDOUT` and polars parses them,
+    several times faster than fetching Python tuples for large district reads.
+    """
+    if conn.dialect.name == "postgresql":
+        return _copy_out(conn, stmt, schema)
     rows = conn.execute(stmt).all()
     return pl.DataFrame([tuple(r) for r in rows], schema=schema, orient="row")
+
+
+def _copy_out(conn: Connection, stmt: Executable, schema: dict[str, Any]) -> pl.DataFrame:
+    sql = str(stmt.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))  # type: ignore[attr-defined]
+    buffer = io.BytesIO()
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    with cursor.copy(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv)") as copy:
+        for block in copy:
+            buffer.write(block)
+    if not buffer.tell():
+        return pl.DataFrame(schema=schema)
+    raw = pl.read_csv(
+        buffer.getvalue(),
+        has_header=False,
+        new_columns=list(schema),
+        schema_overrides=dict.fromkeys(schema, pl.String),
+        infer_schema=False,
+    )
+    casts = []
+    for name, dtype in schema.items():
+        column = pl.col(name)
+        if dtype == pl.Boolean:
+            casts.append((column == "t").alias(name))
+        elif dtype == pl.Date:
+            casts.append(column.str.to_date("%Y-%m-%d").alias(name))
+        else:
+            casts.append(column.cast(dtype).alias(name))
+    return raw.select(casts)
 
 
 def chunks(values: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:

@@ -163,36 +163,50 @@ def load_current_state(
         ).where(SisLink.district_id == district_id),
         LINKS_SCHEMA,
     )
-    account_ids = sorted(set(links["account_id"].to_list()) | set(extra_account_ids or []))
+    # Accounts and contacts of the district's people are read by joining the links
+    # (one query, no id lists); only accounts matched by contact and not yet linked
+    # are fetched by id.
+    linked_ids = select(SisLink.account_id).where(SisLink.district_id == district_id)
+    extra = sorted(set(extra_account_ids or []) - set(links["account_id"].to_list()))
+    account_cols = (Account.id, Account.first_name, Account.last_name, Account.dob, Account.grade)
     accounts = concat(
-        (
+        [
             read_frame(
-                conn,
-                select(
-                    Account.id, Account.first_name, Account.last_name, Account.dob, Account.grade
-                ).where(Account.id.in_(chunk)),
-                ACCOUNTS_SCHEMA,
-            )
-            for chunk in chunks(account_ids)
-        ),
+                conn, select(*account_cols).where(Account.id.in_(linked_ids)), ACCOUNTS_SCHEMA
+            ),
+            *(
+                read_frame(
+                    conn, select(*account_cols).where(Account.id.in_(chunk)), ACCOUNTS_SCHEMA
+                )
+                for chunk in chunks(extra)
+            ),
+        ],
         ACCOUNTS_SCHEMA,
     )
+    contact_cols = (
+        ContactPoint.id,
+        ContactPoint.account_id,
+        ContactPoint.kind,
+        ContactPoint.value,
+        ContactPoint.verified,
+        ContactPoint.source,
+    )
     contacts = concat(
-        (
+        [
             read_frame(
                 conn,
-                select(
-                    ContactPoint.id,
-                    ContactPoint.account_id,
-                    ContactPoint.kind,
-                    ContactPoint.value,
-                    ContactPoint.verified,
-                    ContactPoint.source,
-                ).where(ContactPoint.account_id.in_(chunk)),
+                select(*contact_cols).where(ContactPoint.account_id.in_(linked_ids)),
                 CONTACTS_SCHEMA,
-            )
-            for chunk in chunks(account_ids)
-        ),
+            ),
+            *(
+                read_frame(
+                    conn,
+                    select(*contact_cols).where(ContactPoint.account_id.in_(chunk)),
+                    CONTACTS_SCHEMA,
+                )
+                for chunk in chunks(extra)
+            ),
+        ],
         CONTACTS_SCHEMA,
     )
     classes = read_frame(
