@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, exists, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from roster_pipelines.lib.notify.outbox import enqueue_claim_notifications
 from roster_pipelines.lib.store.models import (
     Class,
     ClassMembership,
@@ -36,7 +37,9 @@ def find_class(engine: Engine, district: str, sis_class_id: str) -> int:
     with engine.connect() as conn:
         district_id = _district(conn, district)
         class_id = conn.execute(
-            select(Class.id).where(Class.district_id == district_id, Class.sis_class_id == sis_class_id)
+            select(Class.id).where(
+                Class.district_id == district_id, Class.sis_class_id == sis_class_id
+            )
         ).scalar()
     if class_id is None:
         raise OperationRefused(f"class {sis_class_id!r} is not a class of district {district!r}")
@@ -52,7 +55,9 @@ def _district(conn: Connection, district: str) -> int:
 
 def _class_row(conn: Connection, class_id: int) -> Any:
     row = conn.execute(
-        select(Class.id, Class.active, Class.claimed, Class.owner_account_id).where(Class.id == class_id)
+        select(Class.id, Class.active, Class.claimed, Class.owner_account_id).where(
+            Class.id == class_id
+        )
     ).first()
     if row is None or not row.active:
         raise OperationRefused(f"class {class_id} does not exist or was removed")
@@ -78,7 +83,9 @@ def claim_class(engine: Engine, class_id: int, *, by_account_id: int) -> None:
     """A rostered teacher of the class claims it, which activates it for members (R5)."""
     with engine.begin() as conn:
         row = _class_row(conn, class_id)
-        if row.owner_account_id != by_account_id and not _is_class_teacher(conn, class_id, by_account_id):
+        if row.owner_account_id != by_account_id and not _is_class_teacher(
+            conn, class_id, by_account_id
+        ):
             raise OperationRefused("only a teacher of the class can claim it")
         if row.claimed:
             return
@@ -86,18 +93,12 @@ def claim_class(engine: Engine, class_id: int, *, by_account_id: int) -> None:
         conn.execute(
             update(Class)
             .where(Class.id == class_id)
-            .values(claimed=True, claimed_at=now, owner_account_id=row.owner_account_id or by_account_id)
+            .values(
+                claimed=True, claimed_at=now, owner_account_id=row.owner_account_id or by_account_id
+            )
         )
-        _after_claim(conn, class_id, now)
-
-
-def _after_claim(conn: Connection, class_id: int, now: Any) -> None:
-    """Students and parents hear about the class once their teacher claims it (R13)."""
-    try:
-        from roster_pipelines.lib.notify.outbox import enqueue_claim_notifications
-    except ImportError:  # notifications not installed in this build
-        return
-    enqueue_claim_notifications(conn, class_id, now)
+        # Students and parents hear about the class once their teacher claims it (R13).
+        enqueue_claim_notifications(conn, class_id, now)
 
 
 def edit_class(
@@ -130,7 +131,9 @@ def edit_class(
             if row.owner_account_id != by_account_id:
                 raise OperationRefused("only the class owner can edit the class")
             if settings is not None:
-                current = conn.execute(select(Class.settings).where(Class.id == class_id)).scalar() or {}
+                current = (
+                    conn.execute(select(Class.settings).where(Class.id == class_id)).scalar() or {}
+                )
                 values["settings"] = {**current, **settings}
             if values:
                 conn.execute(update(Class).where(Class.id == class_id).values(values))
@@ -138,7 +141,9 @@ def edit_class(
         raise OperationRefused(f"join code {join_code} is already used by another class") from err
 
 
-def add_participant(engine: Engine, class_id: int, account_id: int, *, role: str, by_account_id: int) -> None:
+def add_participant(
+    engine: Engine, class_id: int, account_id: int, *, role: str, by_account_id: int
+) -> None:
     """The owner adds someone by hand; a sync never removes a manual member (R6)."""
     if role not in ("teacher", "student", "parent"):
         raise OperationRefused("role must be teacher, student or parent")
@@ -174,7 +179,11 @@ def _deactivate_in_district(conn: Connection, district_id: int, account_id: int)
     class_ids = select(Class.id).where(Class.district_id == district_id)
     conn.execute(
         update(OrgMembership)
-        .where(OrgMembership.account_id == account_id, OrgMembership.org_id.in_(org_ids), OrgMembership.active)
+        .where(
+            OrgMembership.account_id == account_id,
+            OrgMembership.org_id.in_(org_ids),
+            OrgMembership.active,
+        )
         .values(active=False, removed_at=now)
     )
     conn.execute(
@@ -196,12 +205,16 @@ def leave_organisation(engine: Engine, district: str, account_id: int) -> None:
     with engine.begin() as conn:
         district_id = _district(conn, district)
         enforced = conn.execute(
-            select(DistrictSettings.rostering_enforced).where(DistrictSettings.district_id == district_id)
+            select(DistrictSettings.rostering_enforced).where(
+                DistrictSettings.district_id == district_id
+            )
         ).scalar()
         linked = conn.execute(
             select(
                 exists().where(
-                    SisLink.district_id == district_id, SisLink.account_id == account_id, SisLink.active
+                    SisLink.district_id == district_id,
+                    SisLink.account_id == account_id,
+                    SisLink.active,
                 )
             )
         ).scalar()
@@ -226,6 +239,8 @@ def remove_person(engine: Engine, district: str, account_id: int, *, by: str) ->
         _deactivate_in_district(conn, district_id, account_id)
         conn.execute(
             update(SisLink)
-            .where(SisLink.district_id == district_id, SisLink.account_id == account_id, SisLink.active)
+            .where(
+                SisLink.district_id == district_id, SisLink.account_id == account_id, SisLink.active
+            )
             .values(active=False, removed_at=utcnow())
         )
