@@ -50,6 +50,8 @@ def test_every_asset_check_sensor_and_job_is_defined() -> None:
     }
     check_keys = {(k.asset_key.to_user_string(), k.name) for k in repo.asset_graph.asset_check_keys}
     assert ("validated_roster", "drop_is_usable") in check_keys
+    assert ("applied_sync", "applied_in_full") in check_keys
+    assert {j.name for j in repo.get_all_jobs()} >= {"roster_sync_job", "hold_decision_job"}
     assert {s.name for s in repo.sensor_defs} >= {
         "local_drop_sensor",
         "s3_drop_sensor",

@@ -19,10 +19,12 @@ import sqlalchemy as sa
 
 from roster_pipelines.cli import main, sync_folder
 from roster_pipelines.defs.sync.assets import SYNC_ASSETS
+from roster_pipelines.defs.sync.inprocess import run_drop
 from roster_pipelines.defs.sync.resources import DropStorageIOManager, RosterStore
 from roster_pipelines.lib import operations as ops
 from roster_pipelines.lib.config import Settings
 from roster_pipelines.lib.drops import archive_drop
+from roster_pipelines.lib.formats import REQUIRED_FILES
 from roster_pipelines.lib.holds import HoldError, decide_hold
 from roster_pipelines.lib.store.engine import make_engine
 from roster_pipelines.lib.store.models import (
@@ -181,8 +183,22 @@ def test_held_drop_applies_removals_only_after_confirm(tmp_path: Path, settings:
     enrollments = [r for r in ENROLLMENTS if r[2] not in gone]
     truncated = _drop(tmp_path / "d1", students=students, enrollments=enrollments)
 
-    held = sync_folder(truncated, district=DISTRICT, settings=settings, drop="d1")
+    manifest = archive_drop(
+        truncated,
+        settings.landing_root,
+        district=DISTRICT,
+        drop="d1",
+        format="remind-csv-1.0",
+        file_names=REQUIRED_FILES["remind-csv-1.0"],
+    )
+    run = run_drop(manifest, settings)
+    held = run.outcome
     assert held.status == "held"
+    # The UI shows it: the applied_in_full check fails (WARN) on a held drop.
+    [evaluation] = [
+        e for e in run.result.get_asset_check_evaluations() if e.check_name == "applied_in_full"
+    ]
+    assert not evaluation.passed
     assert held.changes["accounts_removed"] == 0
     # ST1-ST3 and their parents Dana, Gus and Hana.
     assert held.planned["accounts_removed"] == 6
