@@ -142,6 +142,30 @@ def cmd_admin(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_notify(args: argparse.Namespace) -> int:
+    """Notifications: send what the outbox holds, or an administrator's manual send."""
+    from roster_pipelines.lib.notify import dispatch_pending, enqueue_manual, senders_from_env
+    from roster_pipelines.lib.store.engine import make_engine
+    from roster_pipelines.lib.store.state import find_district
+
+    engine = make_engine(
+        Settings.from_env(state_dir=args.state_dir, database_url=args.db).database_url
+    )
+    summary: dict[str, object] = {}
+    district_id = None
+    if args.notify_command == "manual":
+        with engine.begin() as conn:
+            district_id = find_district(conn, args.district)
+            if district_id is None:
+                print(f"error: district {args.district!r} is not known", file=sys.stderr)
+                return EXIT_REJECTED
+            summary["queued"] = enqueue_manual(conn, district_id, args.audience)
+    if args.notify_command == "send-pending" or not args.queue_only:
+        summary.update(dispatch_pending(engine, senders_from_env()).to_json())
+    print(json.dumps(summary))
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="roster-sync", description=__doc__)
     common = argparse.ArgumentParser(add_help=False)
@@ -210,6 +234,21 @@ def build_parser() -> argparse.ArgumentParser:
     enforcement.add_argument("district")
     enforcement.add_argument("state", choices=["on", "off"])
     adm.set_defaults(func=cmd_admin)
+
+    notify = sub.add_parser("notify", help="notifications: send the outbox, manual sends")
+    notify_sub = notify.add_subparsers(dest="notify_command", required=True)
+    notify_sub.add_parser(
+        "send-pending", parents=[common], help="send the outbox's due messages (at most once)"
+    )
+    manual = notify_sub.add_parser(
+        "manual", parents=[common], help="send the fixed welcome message (R12) to an audience"
+    )
+    manual.add_argument("--district", required=True)
+    manual.add_argument("--audience", required=True, choices=["teachers", "students", "parents"])
+    manual.add_argument(
+        "--queue-only", action="store_true", help="queue in the outbox; the dispatcher sends"
+    )
+    notify.set_defaults(func=cmd_notify)
     return parser
 
 

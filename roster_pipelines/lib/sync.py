@@ -22,6 +22,7 @@ from roster_pipelines.lib.identity import (
     resolve_identities,
 )
 from roster_pipelines.lib.issues import ISSUES_SCHEMA, concat_issues, issue_row, issues_frame
+from roster_pipelines.lib.notify.outbox import enqueue_sync_notifications
 from roster_pipelines.lib.plan import CHANGE_KEYS, SyncPlan, build_plan
 from roster_pipelines.lib.store.locks import lock_district
 from roster_pipelines.lib.store.models import DistrictSettings
@@ -170,7 +171,8 @@ def apply_drop(
         if dry_run:
             status, changes = DRY_RUN, zero_changes()
         else:
-            changes = apply_plan(conn, plan, now=utcnow()).counts
+            applied = apply_plan(conn, plan, now=utcnow())
+            changes = applied.counts
             status = HELD if plan.held else APPLIED
             supersede_pending_holds(conn, plan.district_id)
         run_id = record_sync_run(
@@ -190,6 +192,9 @@ def apply_drop(
         )
         if status == HELD:
             record_hold(conn, sync_run_id=run_id, plan=plan)
+        if status != DRY_RUN:
+            # The people this drop notifies, in its transaction (outbox; R12-R14).
+            enqueue_sync_notifications(conn, plan, applied, run_id)
     return SyncOutcome(
         district=manifest.district,
         drop=manifest.drop,

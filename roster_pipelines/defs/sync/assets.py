@@ -17,8 +17,9 @@ from roster_pipelines.lib.drops import (
     verify_archive,
 )
 from roster_pipelines.lib.formats import get_adapter
+from roster_pipelines.lib.notify.outbox import enqueue_report_email
 from roster_pipelines.lib.plan import SyncPlan
-from roster_pipelines.lib.report import render_markdown, write_report
+from roster_pipelines.lib.report import build_report, render_markdown, write_report
 from roster_pipelines.lib.store.state import utcnow
 from roster_pipelines.lib.sync import (
     IdentityResult,
@@ -116,9 +117,18 @@ def validated_roster(
         outcome = record_rejection(
             roster_store.engine(), raw_roster_files, roster, started_at=started_at
         )
-        folder = write_report(outcome, settings.reports_root)
-        metadata["report"] = dg.MetadataValue.md(render_markdown(outcome))
+        engine = roster_store.engine()
+        data = build_report(
+            engine, outcome, drop_folder=raw_roster_files.folder(settings.landing_root)
+        )
+        folder = write_report(outcome, settings.reports_root, data=data)
+        metadata["report"] = dg.MetadataValue.md(render_markdown(outcome, data=data))
         metadata["report_folder"] = dg.MetadataValue.path(str(folder))
+        metadata["report_html"] = dg.MetadataValue.path(str(folder / "report.html"))
+        # R15: the district's administrator hears about a rejected drop too.
+        metadata["admin_email_queued"] = enqueue_report_email(
+            engine, data.to_json(), report_location=str(folder / "report.html")
+        )
     file_errors = roster.issues.filter(pl.col("severity") == "file_error")
     yield dg.Output(roster, metadata=metadata)
     yield dg.AssetCheckResult(
@@ -202,14 +212,25 @@ def applied_sync(
 def sync_report(
     context: dg.AssetExecutionContext, roster_store: RosterStore, applied_sync: SyncOutcome
 ) -> str:
-    """The district's report: Markdown here, files beside the drop."""
-    folder = write_report(applied_sync, roster_store.settings().reports_root)
-    markdown = render_markdown(applied_sync)
+    """The district's report: Markdown here; HTML, JSON and issue CSVs beside the drop;
+    the administrator's email queued in the outbox (R15, R16)."""
+    settings = roster_store.settings()
+    engine = roster_store.engine()
+    drop_folder = settings.landing_root / applied_sync.district / applied_sync.drop
+    data = build_report(engine, applied_sync, drop_folder=drop_folder)
+    folder = write_report(applied_sync, settings.reports_root, data=data)
+    markdown = render_markdown(applied_sync, data=data)
+    queued = enqueue_report_email(
+        engine, data.to_json(), report_location=str(folder / "report.html")
+    )
     context.add_output_metadata(
         {
             "status": applied_sync.status,
             "report": dg.MetadataValue.md(markdown),
             "report_folder": dg.MetadataValue.path(str(folder)),
+            "report_html": dg.MetadataValue.path(str(folder / "report.html")),
+            "schools": len(data.schools),
+            "admin_email_queued": queued,
             **_issue_metadata(applied_sync.issues),
         }
     )
