@@ -398,3 +398,19 @@ def issue_frame(
 
 # The start of every row-level message: "<file> row <n>: ".
 AT = (pl.col("src_file"), " row ", pl.col("src_row"), ": ")
+
+
+def counts_by_code(issues: pl.DataFrame) -> dict[str, int]:
+    """Issue counts per code, most frequent first (ties by code)."""
+    by = issues.group_by("code").len().sort(["len", "code"], descending=[True, False])
+    return dict(zip(by["code"].to_list(), by["len"].to_list(), strict=True))
+
+
+def sample_messages(issues: pl.DataFrame, n: int = 10) -> list[str]:
+    """The first `n` messages of each code, codes in `counts_by_code` order."""
+    order = list(counts_by_code(issues))
+    return [
+        f"{code}: {message}"
+        for code in order
+        for message in issues.filter(pl.col("code") == code)["message"].head(n).to_list()
+    ]

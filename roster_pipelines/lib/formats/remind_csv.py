@@ -57,6 +57,7 @@ import polars as pl
 from roster_pipelines.lib import canonical as c
 from roster_pipelines.lib.issues import (
     AT,
+    FILE_ERROR,
     concat_issues,
     format_ids,
     has_file_errors,
@@ -340,9 +341,49 @@ def _scan(name: str, text_: str, width: int) -> tuple[int, list[dict[str, object
     return records, ragged
 
 
-def _frame(text_: str, width: int, records: int) -> pl.DataFrame:
-    """Every record as a row of `width` String columns c0.. (header included)."""
-    schema = {f"c{i}": pl.String for i in range(width)}
+def _lines_agree(text_: str, width: int) -> int | None:
+    """A vectorised screen for the common case, so that a big clean file needs no Python
+    loop: when no line holds an odd number of quotes (no value spans lines) and every
+    line that is not blank has `width` values outside its quoted values, the number of
+    records (= lines); otherwise None, and `_scan` decides."""
+    try:
+        # Lines as polars reads them with no quoting and a separator that CSV text never
+        # holds (a value cut at a stray \x1f only makes the count lower: never a false pass
+        # for long rows, which `_polars_frame` catches).
+        lines = pl.read_csv(
+            text_.encode("utf-8"),
+            has_header=False,
+            separator="\x1f",
+            quote_char=None,
+            schema={"line": pl.String},
+            infer_schema=False,
+            truncate_ragged_lines=True,
+            missing_columns="insert",
+            raise_if_empty=False,
+        )
+    except pl.exceptions.PolarsError:
+        return None
+    lines = lines.with_columns(pl.col("line").fill_null("").str.strip_suffix("\r")).with_columns(
+        quotes=pl.col("line").str.count_matches('"', literal=True),
+    )
+    if lines.select(((pl.col("quotes") % 2) == 1).any()).item():
+        return None
+    fits = (pl.col("line").str.count_matches(",", literal=True) == width - 1) | (
+        pl.col("line").str.strip_chars() == ""
+    )
+    plain = lines.filter(pl.col("quotes") == 0).select(fits.all()).item()
+    quoted = lines.filter(pl.col("quotes") > 0).with_columns(
+        pl.col("line").str.replace_all(r'"(?:[^"]|"")*"', "")
+    )
+    ok = plain and quoted.select(fits.all()).item()
+    return lines.height if ok else None
+
+
+def _polars_frame(text_: str, width: int, records: int) -> pl.DataFrame | None:
+    """Every record as a row of `width` String columns c0.. (header included), read by
+    polars; None when polars sees a record the csv module would not (more values than
+    the header, or a different number of records)."""
+    schema = {f"c{i}": pl.String for i in range(width + 1)}
     try:
         frame = pl.read_csv(
             text_.encode("utf-8"),
@@ -353,12 +394,17 @@ def _frame(text_: str, width: int, records: int) -> pl.DataFrame:
             missing_columns="insert",
             raise_if_empty=False,
         )
-        if frame.height == records:
-            return frame
     except pl.exceptions.PolarsError:
-        pass
-    # polars and the csv module disagree on where records end (a lone CR as line end, a
-    # stray quote): the csv module's records, which the row numbers already follow.
+        return None
+    if frame.height != records or frame[f"c{width}"].null_count() != frame.height:
+        return None
+    return frame.drop(f"c{width}")
+
+
+def _python_frame(text_: str, width: int) -> pl.DataFrame:
+    """The csv module's records (which the row numbers follow) as `_polars_frame` does:
+    for what polars reads otherwise (a lone CR as line end, a stray quote)."""
+    schema = {f"c{i}": pl.String for i in range(width)}
     rows = [
         (record + [""] * width)[:width] for record in csv.reader(io.StringIO(text_, newline=""))
     ]
@@ -404,7 +450,13 @@ def read_file(folder: Path, name: str) -> tuple[pl.DataFrame | None, list[dict[s
             ]
         positions, header_issues = _header(name, header)
         issues += header_issues
-        records, ragged = _scan(name, text_, len(header))
+        width = len(header)
+        header_ok = all(i["severity"] != FILE_ERROR for i in header_issues)
+        records = _lines_agree(text_, width) if header_ok else None
+        frame = None if records is None else _polars_frame(text_, width, records)
+        if frame is None:
+            records, ragged = _scan(name, text_, width)
+            issues += ragged
     except csv.Error as err:
         return None, [
             *issues,
@@ -414,12 +466,14 @@ def read_file(folder: Path, name: str) -> tuple[pl.DataFrame | None, list[dict[s
                 f"{name} cannot be read as CSV: {err} (a quote that is never closed?)",
             ),
         ]
-    issues += ragged
     if has_file_errors(issues_frame(issues)):
         return None, issues
+    if frame is None:
+        frame = _polars_frame(text_, width, records)
+    if frame is None:
+        frame = _python_frame(text_, width)
     frame = (
-        _frame(text_, len(header), records)
-        .with_row_index("src_row", offset=1)
+        frame.with_row_index("src_row", offset=1)
         .slice(1)
         .select(
             pl.col("src_row").cast(pl.Int64),
