@@ -17,9 +17,9 @@ from roster_pipelines.lib.drops import (
     verify_archive,
 )
 from roster_pipelines.lib.formats import get_adapter
-from roster_pipelines.lib.issues import counts_by_code, sample_messages
+from roster_pipelines.lib.notify.outbox import enqueue_report_email
 from roster_pipelines.lib.plan import SyncPlan
-from roster_pipelines.lib.report import render_markdown, write_report
+from roster_pipelines.lib.report import build_report, render_markdown, write_report
 from roster_pipelines.lib.store.state import utcnow
 from roster_pipelines.lib.sync import (
     IdentityResult,
@@ -37,19 +37,6 @@ def _issue_metadata(issues: pl.DataFrame) -> dict[str, int]:
     by = issues.group_by("severity").len()
     counts = dict(zip(by["severity"].to_list(), by["len"].to_list(), strict=True))
     return {f"issues_{s}": int(counts.get(s, 0)) for s in ("file_error", "error", "alert")}
-
-
-def _check_metadata(failures: pl.DataFrame, sample: int = 5) -> dict[str, object]:
-    """A check's failures: the count per code (one entry each, and all as JSON) and the
-    first `sample` messages of each code."""
-    counts = counts_by_code(failures)
-    return {
-        **{f"code_{code}": n for code, n in counts.items()},
-        "failures_by_code": dg.MetadataValue.json(counts),
-        "sample": dg.MetadataValue.md(
-            "\n".join(f"- {m}" for m in sample_messages(failures, sample)) or "none"
-        ),
-    }
 
 
 def _table_schema(frame: pl.DataFrame) -> dg.TableSchema:
@@ -107,14 +94,7 @@ def parsed_roster(
             asset="validated_roster",
             blocking=True,
             description="No file-level error: a drop with one is rejected whole and nothing applies.",
-        ),
-        dg.AssetCheckSpec(
-            "no_row_errors",
-            asset="validated_roster",
-            blocking=False,
-            description="No row-level error (a warning): rows with errors were skipped, with "
-            "what depends on them; the rest of the drop applies.",
-        ),
+        )
     ],
 )
 def validated_roster(
@@ -137,26 +117,29 @@ def validated_roster(
         outcome = record_rejection(
             roster_store.engine(), raw_roster_files, roster, started_at=started_at
         )
-        folder = write_report(outcome, settings.reports_root)
-        metadata["report"] = dg.MetadataValue.md(render_markdown(outcome))
+        engine = roster_store.engine()
+        data = build_report(
+            engine, outcome, drop_folder=raw_roster_files.folder(settings.landing_root)
+        )
+        folder = write_report(outcome, settings.reports_root, data=data)
+        metadata["report"] = dg.MetadataValue.md(render_markdown(outcome, data=data))
         metadata["report_folder"] = dg.MetadataValue.path(str(folder))
+        metadata["report_html"] = dg.MetadataValue.path(str(folder / "report.html"))
+        # R15: the district's administrator hears about a rejected drop too.
+        metadata["admin_email_queued"] = enqueue_report_email(
+            engine, data.to_json(), report_location=str(folder / "report.html")
+        )
     file_errors = roster.issues.filter(pl.col("severity") == "file_error")
-    row_errors = roster.issues.filter(pl.col("severity") == "error")
     yield dg.Output(roster, metadata=metadata)
     yield dg.AssetCheckResult(
         check_name="drop_is_usable",
         passed=not roster.rejected,
         severity=dg.AssetCheckSeverity.ERROR,
-        metadata={"file_errors": file_errors.height, **_check_metadata(file_errors)},
-    )
-    yield dg.AssetCheckResult(
-        check_name="no_row_errors",
-        passed=row_errors.is_empty(),
-        severity=dg.AssetCheckSeverity.WARN,
         metadata={
-            "row_errors": row_errors.height,
-            "alerts": roster.issues.filter(pl.col("severity") == "alert").height,
-            **_check_metadata(row_errors),
+            "file_errors": file_errors.height,
+            "sample": dg.MetadataValue.md(
+                "\n".join(f"- {m}" for m in file_errors["message"].head(10).to_list()) or "none"
+            ),
         },
     )
 
@@ -229,14 +212,25 @@ def applied_sync(
 def sync_report(
     context: dg.AssetExecutionContext, roster_store: RosterStore, applied_sync: SyncOutcome
 ) -> str:
-    """The district's report: Markdown here, files beside the drop."""
-    folder = write_report(applied_sync, roster_store.settings().reports_root)
-    markdown = render_markdown(applied_sync)
+    """The district's report: Markdown here; HTML, JSON and issue CSVs beside the drop;
+    the administrator's email queued in the outbox (R15, R16)."""
+    settings = roster_store.settings()
+    engine = roster_store.engine()
+    drop_folder = settings.landing_root / applied_sync.district / applied_sync.drop
+    data = build_report(engine, applied_sync, drop_folder=drop_folder)
+    folder = write_report(applied_sync, settings.reports_root, data=data)
+    markdown = render_markdown(applied_sync, data=data)
+    queued = enqueue_report_email(
+        engine, data.to_json(), report_location=str(folder / "report.html")
+    )
     context.add_output_metadata(
         {
             "status": applied_sync.status,
             "report": dg.MetadataValue.md(markdown),
             "report_folder": dg.MetadataValue.path(str(folder)),
+            "report_html": dg.MetadataValue.path(str(folder / "report.html")),
+            "schools": len(data.schools),
+            "admin_email_queued": queued,
             **_issue_metadata(applied_sync.issues),
         }
     )
