@@ -17,6 +17,7 @@ from roster_pipelines.lib.drops import (
     verify_archive,
 )
 from roster_pipelines.lib.formats import get_adapter
+from roster_pipelines.lib.issues import counts_by_code, sample_messages
 from roster_pipelines.lib.notify.outbox import enqueue_report_email
 from roster_pipelines.lib.plan import SyncPlan
 from roster_pipelines.lib.report import build_report, render_markdown, write_report
@@ -37,6 +38,19 @@ def _issue_metadata(issues: pl.DataFrame) -> dict[str, int]:
     by = issues.group_by("severity").len()
     counts = dict(zip(by["severity"].to_list(), by["len"].to_list(), strict=True))
     return {f"issues_{s}": int(counts.get(s, 0)) for s in ("file_error", "error", "alert")}
+
+
+def _check_metadata(failures: pl.DataFrame, sample: int = 5) -> dict[str, object]:
+    """A check's failures: the count per code (one entry each, and all as JSON) and the
+    first `sample` messages of each code."""
+    counts = counts_by_code(failures)
+    return {
+        **{f"code_{code}": n for code, n in counts.items()},
+        "failures_by_code": dg.MetadataValue.json(counts),
+        "sample": dg.MetadataValue.md(
+            "\n".join(f"- {m}" for m in sample_messages(failures, sample)) or "none"
+        ),
+    }
 
 
 def _table_schema(frame: pl.DataFrame) -> dg.TableSchema:
@@ -94,7 +108,14 @@ def parsed_roster(
             asset="validated_roster",
             blocking=True,
             description="No file-level error: a drop with one is rejected whole and nothing applies.",
-        )
+        ),
+        dg.AssetCheckSpec(
+            "no_row_errors",
+            asset="validated_roster",
+            blocking=False,
+            description="No row-level error (a warning): rows with errors were skipped, with "
+            "what depends on them; the rest of the drop applies.",
+        ),
     ],
 )
 def validated_roster(
@@ -130,16 +151,22 @@ def validated_roster(
             engine, data.to_json(), report_location=str(folder / "report.html")
         )
     file_errors = roster.issues.filter(pl.col("severity") == "file_error")
+    row_errors = roster.issues.filter(pl.col("severity") == "error")
     yield dg.Output(roster, metadata=metadata)
     yield dg.AssetCheckResult(
         check_name="drop_is_usable",
         passed=not roster.rejected,
         severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"file_errors": file_errors.height, **_check_metadata(file_errors)},
+    )
+    yield dg.AssetCheckResult(
+        check_name="no_row_errors",
+        passed=row_errors.is_empty(),
+        severity=dg.AssetCheckSeverity.WARN,
         metadata={
-            "file_errors": file_errors.height,
-            "sample": dg.MetadataValue.md(
-                "\n".join(f"- {m}" for m in file_errors["message"].head(10).to_list()) or "none"
-            ),
+            "row_errors": row_errors.height,
+            "alerts": roster.issues.filter(pl.col("severity") == "alert").height,
+            **_check_metadata(row_errors),
         },
     )
 
