@@ -119,6 +119,27 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_accounts(args: argparse.Namespace) -> int:
+    """`admin merge-accounts KEEP OTHER --by ACTOR` and `admin merge-candidates DISTRICT`."""
+    from roster_pipelines.lib.merge import MergeError, list_candidates, merge_accounts_engine
+    from roster_pipelines.lib.store.engine import make_engine
+
+    engine = make_engine(
+        Settings.from_env(state_dir=args.state_dir, database_url=args.db).database_url
+    )
+    try:
+        if args.admin_command == "merge-accounts":
+            result = merge_accounts_engine(engine, args.keep, args.other, actor=args.by)
+            print(json.dumps(result.to_json(), indent=2))
+        else:
+            rows = list_candidates(engine, args.district, status=args.status)
+            print(json.dumps(rows, indent=2, default=str))
+    except MergeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_REJECTED
+    return EXIT_OK
+
+
 def cmd_admin(args: argparse.Namespace) -> int:
     from roster_pipelines.lib import admin
     from roster_pipelines.lib.store.engine import make_engine
@@ -234,6 +255,21 @@ def build_parser() -> argparse.ArgumentParser:
     enforcement.add_argument("district")
     enforcement.add_argument("state", choices=["on", "off"])
     adm.set_defaults(func=cmd_admin)
+    merge = adm_sub.add_parser(
+        "merge-accounts",
+        parents=[common],
+        help="merge account OTHER into KEEP (memberships, classes, guardianships, contacts, SIS links)",
+    )
+    merge.add_argument("keep", type=int, help="account id that stays")
+    merge.add_argument("other", type=int, help="account id merged into KEEP (becomes a tombstone)")
+    merge.add_argument("--by", required=True, help="who merges (recorded in the merge audit)")
+    merge.set_defaults(func=cmd_accounts)
+    candidates = adm_sub.add_parser(
+        "merge-candidates", parents=[common], help="a district's likely duplicate accounts"
+    )
+    candidates.add_argument("district")
+    candidates.add_argument("--status", default="open", choices=["open", "merged", "dismissed"])
+    candidates.set_defaults(func=cmd_accounts)
 
     notify = sub.add_parser("notify", help="notifications: send the outbox, manual sends")
     notify_sub = notify.add_subparsers(dest="notify_command", required=True)
