@@ -205,7 +205,10 @@ def _chart(history: list[dict[str, Any]], key: str, width: int = 180, height: in
     span = (high - low) or 1
     step = (width - 8) / max(len(values) - 1, 1)
     points = [
-        (round(4 + i * step, 1), round(height - 6 - (v - low) / span * (height - 14), 1))
+        (
+            round(4 + i * step, 1),
+            round(height / 2 if high == low else height - 6 - (v - low) / span * (height - 14), 1),
+        )
         for i, v in enumerate(values)
     ]
     return {

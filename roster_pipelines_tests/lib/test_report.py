@@ -1,0 +1,168 @@
+"""The sync report files: per-code CSVs (formula-neutralised), escaped HTML and
+Markdown, per-school figures and status, trend over the last drops."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import polars as pl
+import sqlalchemy as sa
+
+from roster_pipelines.cli import sync_folder
+from roster_pipelines.lib.config import Settings
+from roster_pipelines.lib.issues import issue_row, issues_frame
+from roster_pipelines.lib.report import render_markdown, sparkline, write_report
+from roster_pipelines.lib.report_data import attribute_issues, build_report_data
+from roster_pipelines.lib.store.engine import make_engine
+from roster_pipelines.lib.store.models import Class
+from roster_pipelines.lib.sync import SyncOutcome, zero_changes
+from roster_pipelines_tests.conftest import write_drop
+from roster_pipelines_tests.e2e.test_walking_skeleton import (
+    CLASSES,
+    ENROLLMENTS,
+    STUDENTS,
+    TEACHERS,
+)
+
+
+def _outcome(issues: pl.DataFrame, **kw) -> SyncOutcome:
+    return SyncOutcome(
+        district="d<1>",
+        drop="drop-1",
+        status=kw.pop("status", "applied"),
+        counts={
+            "schools": 1,
+            "teachers": 1,
+            "students": 0,
+            "parents": 0,
+            "classes": 0,
+            "enrollments": 0,
+        },
+        changes=zero_changes(),
+        issues=issues,
+        **kw,
+    )
+
+
+def test_one_csv_per_code_neutralised_and_escaped_html(tmp_path: Path) -> None:
+    issues = issues_frame(
+        [
+            issue_row(
+                "EMAIL_INVALID", file="students.csv", row=3, value="=HYPERLINK(1)", message="a"
+            ),
+            issue_row("EMAIL_INVALID", file="students.csv", row=4, value="x", message="b"),
+            issue_row(
+                "UNKNOWN_CLASS",
+                file="enrollments.csv",
+                row=2,
+                ids={"class_id": "<script>alert(1)</script>"},
+                message="enrollments.csv row 2: <script>alert(1)</script> | is not in classes.csv",
+            ),
+        ]
+    )
+    outcome = _outcome(
+        issues,
+        hold_reasons=["would remove <b>all</b>"],
+        status="held",
+        planned={"accounts_removed": 3},
+    )
+    folder = write_report(outcome, tmp_path)
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == [
+        "issues.csv",
+        "issues_EMAIL_INVALID.csv",
+        "issues_UNKNOWN_CLASS.csv",
+        "report.html",
+        "report.md",
+        "summary.json",
+    ]
+    with (folder / "issues_EMAIL_INVALID.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["value"] for r in rows] == ["'=HYPERLINK(1)", "x"]
+    html = (folder / "report.html").read_text()
+    assert "<script>" not in html and "<b>all</b>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "&lt;b&gt;all&lt;/b&gt;" in html
+    assert 'href="issues_UNKNOWN_CLASS.csv"' in html
+    md = render_markdown(outcome)
+    assert "<script>" not in md and "\\|" in md and "issues_EMAIL_INVALID.csv" in md
+    assert "## On hold" in md
+
+
+def test_issues_belong_to_the_school_on_their_row() -> None:
+    issues = issues_frame(
+        [
+            issue_row("EMAIL_INVALID", file="students.csv", row=2, message="a"),
+            issue_row(
+                "UNKNOWN_CLASS", file="enrollments.csv", row=9, ids={"class_id": "C2"}, message="b"
+            ),
+            issue_row("SCHOOL_SKIPPED", ids={"school_id": "S9"}, message="c"),
+            issue_row("EMAIL_INVALID", message="d"),
+        ]
+    )
+    rows = pl.DataFrame(
+        {"file": ["students.csv"], "row": [2], "school_id": ["S1"]},
+        schema={"file": pl.String, "row": pl.Int64, "school_id": pl.String},
+    )
+    got = attribute_issues(issues, rows, {"C2": "S2"})["school_id"].to_list()
+    assert got == ["S1", "S2", "S9", None]
+
+
+def test_per_school_figures_status_and_trend(tmp_path: Path, sqlite_url: str) -> None:
+    settings = Settings.from_env(state_dir=str(tmp_path / "state"), database_url=sqlite_url)
+    schools = [["S1", "<script>Lincoln</script>"], ["S2", "Riverside YMCA After-School Program"]]
+    rows = {
+        "schools.csv": schools,
+        "teachers.csv": [*TEACHERS, ["S1", "T9", "No", "Mail", "not-an-email", ""]],
+        "students.csv": STUDENTS,
+        "classes.csv": CLASSES,
+        "enrollments.csv": ENROLLMENTS,
+    }
+    sync_folder(
+        write_drop(tmp_path / "d1", rows), district="lincoln-usd", settings=settings, drop="d1"
+    )
+    engine = make_engine(sqlite_url)
+    with engine.begin() as conn:
+        conn.execute(sa.update(Class).where(Class.sis_class_id == "C1").values(claimed=True))
+    # The second drop drops S2: it is not connected any more.
+    rows2 = {
+        **rows,
+        "schools.csv": schools[:1],
+        "teachers.csv": [r for r in rows["teachers.csv"] if r[0] == "S1"],
+        "students.csv": [r for r in STUDENTS if r[0] == "S1"],
+        "classes.csv": [c for c in CLASSES if c[0] == "S1"],
+        "enrollments.csv": [e for e in ENROLLMENTS if e[0] == "S1"],
+    }
+    out = sync_folder(
+        write_drop(tmp_path / "d2", rows2), district="lincoln-usd", settings=settings, drop="d2"
+    )
+    data = build_report_data(
+        engine,
+        district="lincoln-usd",
+        drop="d2",
+        status=out.status,
+        is_initial=False,
+        sync_run_id=out.sync_run_id,
+        counts=out.counts,
+        changes=out.changes,
+        planned=out.planned,
+        hold_reasons=out.hold_reasons,
+        issues=out.issues,
+        drop_folder=settings.landing_root / "lincoln-usd" / "d2",
+    )
+    by_id = {s.school_id: s for s in data.schools}
+    s1 = by_id["S1"]
+    assert (s1.teachers, s1.students, s1.parents) == (2, 3, 3)
+    assert (s1.classes_claimed, s1.classes_unclaimed) == (1, 1)
+    assert s1.errors >= 1  # T9's invalid email is on an S1 row
+    assert s1.status == ("On hold" if out.status == "held" else "Connected")
+    assert by_id["S2"].status == "Not connected"
+    assert [h["drop"] for h in data.history] == ["d1", "d2"]
+    html = (settings.reports_root / "lincoln-usd" / "d2" / "report.html").read_text()
+    assert "&lt;script&gt;Lincoln&lt;/script&gt;" in html and "<script>" not in html
+    assert '<svg width="180"' in html  # the trend charts
+
+
+def test_sparkline() -> None:
+    assert sparkline([1, 5, 9]) == "▁▅█"
+    assert sparkline([3, 3]) == "▁▁"
