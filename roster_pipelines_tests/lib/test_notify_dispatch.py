@@ -329,3 +329,29 @@ def test_unconfigured_channels_wait(engine, district, monkeypatch) -> None:
     result = dispatch_pending(engine, senders_from_env(), policy=NO_WAIT)
     assert result.not_configured == ["email"] and result.sent == 0
     assert _row(engine, row_id).status == "pending"
+
+
+def test_a_killed_dispatcher_process_never_sends_twice(engine, district, notify_env) -> None:
+    """The same, with a real process that dies (os._exit) right after the provider's
+    answer, before it can record anything."""
+    import os
+    import subprocess
+    import sys
+
+    row_id = _queue(engine, district, "k-killed")
+    code = (
+        "import os, sys\n"
+        "from roster_pipelines.lib.notify import dispatch, senders_from_env\n"
+        "from roster_pipelines.lib.store.engine import make_engine\n"
+        "dispatch._mark_sent = lambda *a, **k: os._exit(9)\n"
+        "dispatch.dispatch_pending(make_engine(sys.argv[1]), senders_from_env())\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(engine.url)], env=dict(os.environ), timeout=120
+    )
+    assert proc.returncode == 9
+    assert len(notify_env.emails()) == 1 and _row(engine, row_id).status == "sending"
+    later = utcnow() + NO_WAIT.lease + timedelta(minutes=1)
+    assert dispatch_pending(engine, senders_from_env(), now=later, policy=NO_WAIT).unknown == 1
+    assert _row(engine, row_id).status == "unknown"
+    assert len(notify_env.requests) == 1
