@@ -192,7 +192,8 @@ def archive_streams(
     hashed; the staging folder is renamed into place only when every file is there, so
     a drop is archived whole or not at all. The district's `.index/<content hash>`
     points at the latest drop holding those bytes (content addressing). When the bytes
-    hash to `same_as` (the sensors pass the last drop they started), that drop is
+    hash to `same_as` (a hash or its prefix: the sensors pass the last drop they
+    started), that drop is
     returned instead of a copy. A drop id already archived with the same bytes is
     returned as is; with other bytes it is refused (archived drops are immutable).
     """
@@ -207,7 +208,11 @@ def archive_streams(
             sha, size = _copy_stream(opener, _inside(staging, name), max_bytes=max_bytes, name=name)
             files.append(ArchivedFile(name=name, sha256=sha, size=size))
         digest = content_hash(files)
-        if same_as == digest and (existing := find_by_hash(landing_root, district, digest)):
+        if (
+            same_as
+            and digest.startswith(same_as)
+            and (existing := find_by_hash(landing_root, district, digest))
+        ):
             return existing
         drop = check_id("drop", drop or default_drop_id(label, digest))
         manifest = DropManifest(

@@ -131,6 +131,115 @@ def test_unconfigured_zone_skips(tmp_path: Path, store: RosterStore) -> None:
         assert isinstance(result, dg.SkipReason)
 
 
+def _register(store: RosterStore, district: str, email: str | None) -> None:
+    import sqlalchemy as sa
+
+    from roster_pipelines.lib.store.models import DistrictSettings
+    from roster_pipelines.lib.store.state import get_or_create_district
+
+    with store.engine().begin() as conn:
+        district_id = get_or_create_district(conn, district)
+        conn.execute(
+            sa.update(DistrictSettings)
+            .where(DistrictSettings.district_id == district_id)
+            .values(admin_email=email)
+        )
+
+
+def _outbox(store: RosterStore) -> list:
+    import sqlalchemy as sa
+
+    from roster_pipelines.lib.store.models import NotificationOutbox
+
+    with store.engine().connect() as conn:
+        return conn.execute(
+            sa.select(
+                NotificationOutbox.template,
+                NotificationOutbox.destination,
+                NotificationOutbox.payload,
+                NotificationOutbox.account_id,
+            )
+        ).all()
+
+
+def test_incomplete_drop_alerts_the_district_admin_once(
+    tmp_path: Path, store: RosterStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from roster_pipelines.defs.sync import sensors
+
+    _register(store, "lincoln-usd", "admin@lincoln.k12.us")
+    zone = LocalDropZone(root=str(tmp_path / "zone"), incomplete_alert_minutes=60)
+    folder = write_drop(tmp_path / "zone" / "lincoln-usd", ROWS)
+    (folder / "classes.csv").unlink()
+    clock = [1_000_000.0]
+    monkeypatch.setattr(sensors, "_now", lambda: clock[0])
+    cursor = None
+    with dg.instance_for_test() as instance:
+        for minutes in (0, 30, 59):
+            clock[0] = 1_000_000.0 + 60 * minutes
+            cursor = _tick(instance, store, zone, cursor).cursor
+        assert _outbox(store) == []
+        for minutes in (60, 90, 600):
+            clock[0] = 1_000_000.0 + 60 * minutes
+            result = _tick(instance, store, zone, cursor)
+            cursor = result.cursor
+            assert result.run_requests == []
+    [(template, destination, payload, account_id)] = _outbox(store)
+    assert (template, destination, account_id) == ("incomplete_drop", "admin@lincoln.k12.us", None)
+    assert payload["missing"] == ["classes.csv"] and payload["reason"] == "incomplete"
+
+
+def test_oversize_file_is_rejected_with_an_alert_and_never_archived(
+    tmp_path: Path, store: RosterStore
+) -> None:
+    _register(store, "lincoln-usd", "admin@lincoln.k12.us")
+    zone = LocalDropZone(root=str(tmp_path / "zone"), max_file_bytes=150)
+    folder = write_drop(tmp_path / "zone" / "lincoln-usd", ROWS)
+    (folder / "_READY").write_text("")
+    with dg.instance_for_test() as instance:
+        result = _tick(instance, store, zone, None)
+        assert result.run_requests == []
+        assert "file too large" in result.skip_reason.skip_message
+        again = _tick(instance, store, zone, result.cursor)
+        assert again.run_requests == []
+    [(template, _, payload, _)] = _outbox(store)
+    assert template == "incomplete_drop" and payload["reason"] == "file_too_large"
+    assert payload["files"] == ["students.csv"]
+    assert not (tmp_path / "state" / "landing" / "lincoln-usd").exists()
+
+
+def test_a_newer_drop_marks_the_queued_older_run_superseded(
+    tmp_path: Path, store: RosterStore, zone: LocalDropZone
+) -> None:
+    from dagster._core.test_utils import create_run_for_test
+
+    from roster_pipelines.lib.drops import read_log
+
+    folder = write_drop(tmp_path / "zone" / "lincoln-usd", ROWS)
+    (folder / "_READY").write_text("")
+    with dg.instance_for_test() as instance:
+        first = _tick(instance, store, zone, None)
+        [older] = first.run_requests
+        queued = create_run_for_test(
+            instance,
+            job_name="roster_sync_job",
+            status=dg.DagsterRunStatus.NOT_STARTED,  # waiting its turn (QUEUED needs a daemon origin)
+            tags={**older.tags, "dagster/partition": older.partition_key},
+        )
+        (folder / "classes.csv").write_text(
+            "school_id,class_id,teacher_id,class_name\nS1,C1,T1,Art\n"
+        )
+        [newer] = _tick(instance, store, zone, first.cursor).run_requests
+        tags = instance.get_run_by_id(queued.run_id).tags
+        assert tags["roster/superseded_by"] == newer.partition_key
+    events = read_log(tmp_path / "state" / "landing", "lincoln-usd")
+    assert {
+        "event": "superseded",
+        "drop": older.partition_key,
+        "by": newer.partition_key,
+    }.items() <= (next(e for e in events if e["event"] == "superseded").items())
+
+
 def test_sensor_run_request_executes_the_job(
     tmp_path: Path, store: RosterStore, zone: LocalDropZone, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -80,7 +80,9 @@ def test_same_bytes_again_start_nothing_but_an_older_snapshot_resent_runs(tmp_pa
     write_drop(folder, {})
     [resent] = _run(zone, landing, cursor_b, 190).started
     assert resent.manifest.content_hash == drop_a.manifest.content_hash
-    assert resent.run_key != drop_a.run_key and resent.previous_hash == drop_b.manifest.content_hash
+    assert resent.run_key != drop_a.run_key and drop_b.manifest.content_hash.startswith(
+        resent.previous_hash
+    )
     events = [e["event"] for e in read_log(landing, "a-usd")]
     assert events.count("started") == 3
 

@@ -90,6 +90,7 @@ class DropZoneResource(dg.ConfigurableResource):
     max_file_bytes: int = 0  # ROSTER_DROP_MAX_FILE_BYTES, default 2 GiB
     incomplete_alert_minutes: int = 0  # ROSTER_DROP_INCOMPLETE_ALERT_MINUTES, default 360
     max_objects_per_tick: int = 0  # ROSTER_DROP_MAX_OBJECTS_PER_TICK, default 20,000
+    max_drops_per_tick: int = 0  # ROSTER_DROP_MAX_DROPS_PER_TICK, default 50
 
     def options(self) -> WatchOptions:
         return WatchOptions(
@@ -99,6 +100,9 @@ class DropZoneResource(dg.ConfigurableResource):
             * _env_int(self.incomplete_alert_minutes, "ROSTER_DROP_INCOMPLETE_ALERT_MINUTES", 360),
             max_objects=_env_int(
                 self.max_objects_per_tick, "ROSTER_DROP_MAX_OBJECTS_PER_TICK", 20_000
+            ),
+            max_drops_per_tick=_env_int(
+                self.max_drops_per_tick, "ROSTER_DROP_MAX_DROPS_PER_TICK", 50
             ),
         )
 

@@ -37,6 +37,7 @@ from roster_pipelines.lib.dropzones.watch import Alert, StartedDrop, TickOutcome
 from roster_pipelines.lib.freshness import admin_email, queue_admin_email
 
 SENSOR_INTERVAL_SECONDS = 30
+MAX_LOGGED_ISSUES = 20
 _PENDING = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
@@ -49,6 +50,10 @@ ZONES = {
     "s3_drop_sensor": ("s3_drop_zone", S3DropZone),
     "sftp_drop_sensor": ("sftp_drop_zone", SFTPDropZone),
 }
+
+
+def _now() -> float:
+    return time.time()
 
 
 def _alert_admin(
@@ -114,9 +119,14 @@ def evaluate_zone(
     landing = store.settings().landing_root
     with zone_resource.open_zone() as zone:
         outcome: TickOutcome = tick(
-            zone, landing, context.cursor, options=zone_resource.options(), now=time.time()
+            zone, landing, context.cursor, options=zone_resource.options(), now=_now()
         )
-    for issue in outcome.issues:
+    if len(outcome.issues) > MAX_LOGGED_ISSUES:
+        context.log.warning(
+            f"{len(outcome.issues)} files or folders rejected this tick; the first "
+            f"{MAX_LOGGED_ISSUES} follow"
+        )
+    for issue in outcome.issues[:MAX_LOGGED_ISSUES]:
         context.log.warning(
             f"rejected {issue.code} in {zone.kind} zone, district {issue.district!r}"
             + (f", file {issue.name!r}" if issue.name else "")

@@ -46,6 +46,7 @@ from roster_pipelines.lib.formats import REQUIRED_FILES
 READY_MARKER = "_READY"
 ONEROSTER_MANIFEST = "manifest.csv"
 CURSOR_VERSION = 1
+HASH_PREFIX = 16  # of the last started drop's content hash, kept in the cursor
 
 
 def markers_for(format: str) -> tuple[str, ...]:
@@ -59,6 +60,7 @@ class WatchOptions:
     max_file_bytes: int = 2 << 30  # 2 GiB
     incomplete_alert_seconds: float = 6 * 3600
     max_objects: int = 20_000
+    max_drops_per_tick: int = 50  # archives per tick; more ready drops start next tick
 
     @property
     def required(self) -> tuple[str, ...]:
@@ -91,7 +93,7 @@ class Alert:
 class StartedDrop:
     manifest: DropManifest
     run_key: str
-    previous_hash: str | None
+    previous_hash: str | None  # the first HASH_PREFIX characters
 
 
 @dataclass
@@ -217,6 +219,10 @@ def tick(
             districts_state[district] = st
             continue
         if not missing and (has_marker or stable):
+            if len(out.started) + len(out.duplicates) >= options.max_drops_per_tick:
+                out.waiting[district] = "ready; starts on a later tick (per-tick limit)"
+                districts_state[district] = st
+                continue
             started = _start(zone, landing_root, district, relevant, st, options, now, out)
             if started:
                 st = {"done": sig, "h": st.get("h")} | started
@@ -261,7 +267,9 @@ def _start(
 ) -> dict | None:
     """Archive a ready drop; returns the state to keep, or None to try again next tick."""
     names = [n for n in options.required if n in relevant]
-    previous = st.get("h") or (latest_started(landing_root, district) or {}).get("hash")
+    # The cursor knows the last drop started; without a cursor, the landing store does.
+    last = st.get("h") or (latest_started(landing_root, district) or {}).get("hash")
+    previous = last[:HASH_PREFIX] if last else None
     try:
         # The drop id is the newest file's time plus the content hash: the same upload
         # always gets the same id; bytes equal to the last drop started are not copied.
@@ -297,10 +305,10 @@ def _start(
         out.waiting[district] = "files changed while they were being archived"
         st.pop("s", None)
         return None
-    if previous == manifest.content_hash:
+    if previous == manifest.content_hash[:HASH_PREFIX]:
         out.duplicates.append(manifest)
         return {"h": previous}
-    run_key = f"{district}:{manifest.content_hash}:after:{(previous or 'none')[:16]}"
+    run_key = f"{district}:{manifest.content_hash}:after:{previous or 'none'}"
     mark_started(landing_root, manifest, at=datetime.fromtimestamp(now, UTC).isoformat())
     out.started.append(StartedDrop(manifest, run_key, previous))
-    return {"h": manifest.content_hash}
+    return {"h": manifest.content_hash[:HASH_PREFIX]}
