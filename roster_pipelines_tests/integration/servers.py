@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -31,11 +32,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_for_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 30) -> None:
+def _start(args: list[str], log: Path) -> subprocess.Popen:
+    """Start a server with its output in `log` (a pipe nobody reads would fill and block it)."""
+    with log.open("wb") as out:
+        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+
+
+def _wait_for_port(
+    port: int, proc: subprocess.Popen, what: str, log: Path, timeout: float = 30
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            out = proc.stdout.read() if proc.stdout else ""
+            out = log.read_text(errors="replace")[-2000:]
             raise ServiceUnavailable(f"{what} exited with {proc.returncode}: {out}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
@@ -80,14 +89,10 @@ def moto_s3_server() -> Iterator[S3Server]:
     if not exe.exists():
         raise ServiceUnavailable(f"{exe} is missing: pip install -e '.[dev]' (moto[server])")
     port = free_port()
-    proc = subprocess.Popen(
-        [str(exe), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    log = Path(tempfile.mkdtemp(prefix="moto_")) / "moto_server.log"
+    proc = _start([str(exe), "-H", "127.0.0.1", "-p", str(port)], log)
     try:
-        _wait_for_port(port, proc, "moto_server")
+        _wait_for_port(port, proc, "moto_server", log)
         url = f"http://127.0.0.1:{port}"
         urllib.request.urlopen(f"{url}/moto-api/reset", data=b"", timeout=10).read()
         yield S3Server(endpoint_url=url)
@@ -153,14 +158,10 @@ def openssh_server(folder: Path) -> Iterator[SSHServer]:
         )
     )
     os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # privilege separation folder
-    proc = subprocess.Popen(
-        [SSHD, "-D", "-e", "-f", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    log = folder / "sshd.log"
+    proc = _start([SSHD, "-D", "-e", "-f", str(config)], log)
     try:
-        _wait_for_port(port, proc, "sshd")
+        _wait_for_port(port, proc, "sshd", log)
         yield SSHServer(
             host="127.0.0.1",
             port=port,

@@ -306,3 +306,20 @@ def test_backfill_rereads_the_archive_after_the_zone_was_emptied(
     with engine.connect() as conn:
         statuses = conn.execute(sa.select(SyncRun.status).order_by(SyncRun.id)).scalars().all()
     assert statuses == ["applied", "applied"]
+
+
+def test_a_tick_lists_a_bounded_number_of_objects(tmp_path: Path, zone) -> None:
+    files = drop_bytes(tmp_path)
+    for i in range(5):
+        _upload(zone, f"d{i}", files)
+        zone.put(f"d{i}", "_READY", b"")
+    options = zone.resource.options()
+    bounded = type(options)(format=options.format, max_objects=14)  # two folders of 6
+    landing, cursor, started = tmp_path / "landing", None, []
+    with zone.resource.open_zone() as dz:
+        for now in range(4):
+            outcome = tick(dz, landing, cursor, options=bounded, now=float(now))
+            assert outcome.objects_listed <= 14
+            started += [s.manifest.district for s in outcome.started]
+            cursor = outcome.cursor
+    assert sorted(started) == [f"d{i}" for i in range(5)]

@@ -42,6 +42,7 @@ class ZoneListing:
     resume_after: str | None = None
     objects_listed: int = 0
     overfull: list[str] = field(default_factory=list)
+    whole: bool = False  # every district folder of the zone was listed in this tick
 
 
 class DropZone(ABC):
@@ -104,4 +105,5 @@ def bounded_listing(
         listing.complete_districts.append(district)
     if listing.complete_districts and len(listing.complete_districts) < len(ordered):
         listing.resume_after = listing.complete_districts[-1]
+    listing.whole = len(listing.complete_districts) == len(ordered) and not listing.overfull
     return listing

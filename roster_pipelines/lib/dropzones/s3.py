@@ -100,6 +100,7 @@ class S3Zone(DropZone):
                 listing.resume_after = districts[-2]
         else:
             listing.complete_districts = districts
+            listing.whole = start_after is None
         return listing
 
     def open(self, district: str, name: str) -> AbstractContextManager[BinaryIO]:

@@ -247,7 +247,7 @@ def tick(
             )
         districts_state[district] = st
 
-    if listing.resume_after is None:
+    if listing.whole:
         # The whole zone was listed: forget districts whose folders are gone.
         listed = set(by_district)
         districts_state = {d: s for d, s in districts_state.items() if d in listed}
