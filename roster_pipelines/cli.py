@@ -36,6 +36,7 @@ def sync_folder(
     format: str = DEFAULT_FORMAT,
     drop: str | None = None,
     dry_run: bool = False,
+    force: bool = False,
     log_level: str = "CRITICAL",
 ) -> SyncOutcome:
     """Archive a drop folder into the landing store and run its assets in process."""
@@ -52,7 +53,7 @@ def sync_folder(
         format=format,
         file_names=REQUIRED_FILES[format],
     )
-    return run_drop(manifest, settings, dry_run=dry_run, log_level=log_level).outcome
+    return run_drop(manifest, settings, dry_run=dry_run, force=force, log_level=log_level).outcome
 
 
 def _print_outcome(outcome: SyncOutcome, as_json: bool) -> None:
@@ -73,6 +74,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
         format=args.format,
         drop=args.drop,
         dry_run=args.dry_run,
+        force=args.force,
         log_level="DEBUG" if args.verbose else "CRITICAL",
     )
     _print_outcome(outcome, args.json)
@@ -163,6 +165,74 @@ def cmd_admin(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _engine(args: argparse.Namespace):
+    from roster_pipelines.lib.store.engine import make_engine
+
+    return make_engine(
+        Settings.from_env(state_dir=args.state_dir, database_url=args.db).database_url
+    )
+
+
+def cmd_hold(args: argparse.Namespace) -> int:
+    from roster_pipelines.lib.holds import HoldError, decide_hold
+
+    try:
+        decision = decide_hold(
+            _engine(args), args.district, args.drop, args.decision, actor=args.by
+        )
+    except HoldError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_REJECTED
+    print(
+        json.dumps(
+            {
+                "district": decision.district,
+                "drop": decision.drop,
+                "decision": decision.decision,
+                "by": decision.actor,
+                "removed": decision.removed,
+            }
+        )
+    )
+    return EXIT_OK
+
+
+def cmd_app(args: argparse.Namespace) -> int:
+    from roster_pipelines.lib import operations as ops
+
+    engine = _engine(args)
+    try:
+        if args.app_command == "claim-class":
+            ops.claim_class(
+                engine, ops.find_class(engine, args.district, args.class_id), by_account_id=args.by
+            )
+        elif args.app_command == "edit-class":
+            ops.edit_class(
+                engine,
+                ops.find_class(engine, args.district, args.class_id),
+                by_account_id=args.by,
+                name=args.name,
+                join_code=args.join_code,
+            )
+        elif args.app_command == "add-participant":
+            ops.add_participant(
+                engine,
+                ops.find_class(engine, args.district, args.class_id),
+                args.account,
+                role=args.role,
+                by_account_id=args.by,
+            )
+        elif args.app_command == "leave-organisation":
+            ops.leave_organisation(engine, args.district, args.account)
+        elif args.app_command == "remove-person":
+            ops.remove_person(engine, args.district, args.account, by=args.by)
+    except ops.OperationRefused as err:
+        print(f"refused: {err}", file=sys.stderr)
+        return EXIT_REJECTED
+    print("ok")
+    return EXIT_OK
+
+
 def cmd_notify(args: argparse.Namespace) -> int:
     """Notifications: send what the outbox holds, or an administrator's manual send."""
     from roster_pipelines.lib.notify import dispatch_pending, enqueue_manual, senders_from_env
@@ -211,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sync.add_argument("--drop", help="drop id (default: folder name + content hash)")
     sync.add_argument("--dry-run", action="store_true", help="plan and report, apply nothing")
+    sync.add_argument("--force", action="store_true", help="apply even if a newer drop was applied")
     sync.add_argument("--json", action="store_true", help="print one JSON object")
     sync.add_argument("--verbose", action="store_true", help="show Dagster's step log on stderr")
     sync.set_defaults(func=cmd_sync)
@@ -270,6 +341,47 @@ def build_parser() -> argparse.ArgumentParser:
     candidates.add_argument("district")
     candidates.add_argument("--status", default="open", choices=["open", "merged", "dismissed"])
     candidates.set_defaults(func=cmd_accounts)
+    hold = adm_sub.add_parser(
+        "hold", parents=[common], help="confirm or discard a held drop (once)"
+    )
+    hold.add_argument("decision", choices=["confirm", "discard"])
+    hold.add_argument("district")
+    hold.add_argument("drop")
+    hold.add_argument("--by", required=True, help="who decides (recorded on the hold)")
+    hold.set_defaults(func=cmd_hold)
+    remove = adm_sub.add_parser(
+        "remove-person", parents=[common], help="remove a person from the people list"
+    )
+    remove.add_argument("district")
+    remove.add_argument("account", type=int)
+    remove.add_argument("--by", required=True)
+    remove.set_defaults(func=cmd_app, app_command="remove-person")
+
+    app = sub.add_parser("app", help="what the app does between syncs (claims, edits, leaving)")
+    app_sub = app.add_subparsers(dest="app_command", required=True)
+    claim = app_sub.add_parser(
+        "claim-class", parents=[common], help="a teacher claims a rostered class"
+    )
+    edit = app_sub.add_parser(
+        "edit-class", parents=[common], help="the owner renames a class or its join code"
+    )
+    add = app_sub.add_parser(
+        "add-participant", parents=[common], help="the owner adds a member by hand"
+    )
+    for p in (claim, edit, add):
+        p.add_argument("district")
+        p.add_argument("class_id", help="the class's SIS id")
+        p.add_argument("--by", type=int, required=True, help="account id of the teacher acting")
+    edit.add_argument("--name")
+    edit.add_argument("--join-code")
+    add.add_argument("account", type=int)
+    add.add_argument("--role", choices=["teacher", "student", "parent"], default="student")
+    leave = app_sub.add_parser(
+        "leave-organisation", parents=[common], help="a person leaves the district"
+    )
+    leave.add_argument("district")
+    leave.add_argument("account", type=int)
+    app.set_defaults(func=cmd_app)
 
     notify = sub.add_parser("notify", help="notifications: send the outbox, manual sends")
     notify_sub = notify.add_subparsers(dest="notify_command", required=True)

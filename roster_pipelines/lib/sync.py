@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -23,7 +24,13 @@ from roster_pipelines.lib.identity import (
 )
 from roster_pipelines.lib.issues import ISSUES_SCHEMA, concat_issues, issue_row, issues_frame
 from roster_pipelines.lib.notify.outbox import enqueue_sync_notifications
-from roster_pipelines.lib.plan import CHANGE_KEYS, SyncPlan, build_plan
+from roster_pipelines.lib.plan import (
+    CHANGE_KEYS,
+    SyncPlan,
+    build_plan,
+    changes_frame,
+    removals_frame,
+)
 from roster_pipelines.lib.store.locks import lock_district
 from roster_pipelines.lib.store.models import DistrictSettings
 from roster_pipelines.lib.store.state import (
@@ -128,6 +135,19 @@ def plan_drop(
     return build_plan(
         roster, identity.identities, current, owners, thresholds=thresholds, now=now or utcnow()
     )
+
+
+def write_plan_files(plan: SyncPlan, folder: Path) -> list[Path]:
+    """`plan.csv` (every change, field-level) and, for a hold, `held_changes.csv`."""
+    from roster_pipelines.lib.report import neutralise_formulas
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = [folder / "plan.csv"]
+    neutralise_formulas(changes_frame(plan)).write_csv(written[0])
+    if plan.held:
+        written.append(folder / "held_changes.csv")
+        neutralise_formulas(removals_frame(plan)).write_csv(written[1])
+    return written
 
 
 class StalePlan(RuntimeError):

@@ -29,6 +29,7 @@ from roster_pipelines.lib.sync import (
     plan_drop,
     record_rejection,
     resolve_drop,
+    write_plan_files,
 )
 
 GROUP = "roster_sync"
@@ -63,6 +64,7 @@ class ApplyConfig(dg.Config):
     """Run config of `applied_sync`."""
 
     dry_run: bool = False  # plan and report, but apply nothing
+    force: bool = False  # apply even if a newer drop of the district was applied
 
 
 @dg.asset(partitions_def=drops_partitions, group_name=GROUP, kinds={"python"})
@@ -198,9 +200,12 @@ def sync_plan(
 ) -> SyncPlan:
     """Desired minus current state, per type; guards decide apply or hold."""
     plan = plan_drop(roster_store.engine(), identity_resolution, validated_roster)
+    district, drop = split_partition_key(context.partition_key)
+    files = write_plan_files(plan, roster_store.settings().reports_root / district / drop)
     context.add_output_metadata(
         {
             **plan.counts(),
+            "plan_files": dg.MetadataValue.json([str(f) for f in files]),
             "held": plan.held,
             "hold_reasons": dg.MetadataValue.md(
                 "\n".join(f"- {r}" for r in plan.hold_reasons) or "none"
@@ -210,7 +215,18 @@ def sync_plan(
     return plan
 
 
-@dg.asset(partitions_def=drops_partitions, group_name=GROUP, kinds={"sql"})
+@dg.asset(
+    partitions_def=drops_partitions,
+    group_name=GROUP,
+    kinds={"sql"},
+    check_specs=[
+        dg.AssetCheckSpec(
+            "applied_in_full",
+            asset="applied_sync",
+            description="Warns when the drop was held or refused: a held drop is never a success (R10).",
+        )
+    ],
+)
 def applied_sync(
     context: dg.AssetExecutionContext,
     config: ApplyConfig,
@@ -219,7 +235,7 @@ def applied_sync(
     validated_roster: Roster,
     identity_resolution: IdentityResult,
     sync_plan: SyncPlan,
-) -> SyncOutcome:
+):
     """The plan applied in one transaction (or only recorded, on a dry run)."""
     started_at = utcnow()
     outcome = apply_drop(
@@ -228,11 +244,20 @@ def applied_sync(
         validated_roster,
         sync_plan,
         dry_run=config.dry_run,
+        force=config.force,
         started_at=started_at,
         decisions=identity_resolution.decisions,
     )
-    context.add_output_metadata({"status": outcome.status, **outcome.changes})
-    return outcome
+    yield dg.Output(outcome, metadata={"status": outcome.status, **outcome.changes})
+    yield dg.AssetCheckResult(
+        check_name="applied_in_full",
+        passed=outcome.status in ("applied", "dry_run"),
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "status": outcome.status,
+            "hold_reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in outcome.hold_reasons) or "none"),
+        },
+    )
 
 
 @dg.asset(partitions_def=drops_partitions, group_name=GROUP, kinds={"markdown"})

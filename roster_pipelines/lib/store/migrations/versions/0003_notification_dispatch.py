@@ -23,9 +23,7 @@ def upgrade() -> None:
     with op.batch_alter_table("notification_outbox", schema=None) as batch_op:
         batch_op.alter_column("account_id", existing_type=sa.Integer(), nullable=True)
         batch_op.add_column(sa.Column("claimed_at", sa.DateTime(timezone=True), nullable=True))
-        batch_op.add_column(
-            sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=True)
-        )
+        batch_op.add_column(sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=True))
         batch_op.create_index("ix_notification_outbox_status", ["status"], unique=False)
 
 
