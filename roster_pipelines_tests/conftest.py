@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from roster_pipelines.lib.formats import remind_csv
+
 PG_ADMIN_URL = os.environ.get(
     "ROSTER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
@@ -62,33 +64,8 @@ def db_url(request: pytest.FixtureRequest) -> str:
     return request.getfixturevalue("pg_url")
 
 
-REMIND_HEADERS: dict[str, list[str]] = {
-    "schools.csv": ["school_id", "school_name"],
-    "teachers.csv": [
-        "school_id",
-        "teacher_id",
-        "teacher_first_name",
-        "teacher_last_name",
-        "teacher_email",
-        "teacher_mobile_phone",
-    ],
-    "students.csv": [
-        "school_id",
-        "student_id",
-        "student_first_name",
-        "student_last_name",
-        "dob",
-        "grade",
-        "student_email",
-        "student_phone",
-        "guardian_first_name",
-        "guardian_last_name",
-        "guardian_email",
-        "guardian_phone",
-    ],
-    "classes.csv": ["school_id", "class_id", "teacher_id", "class_name"],
-    "enrollments.csv": ["school_id", "class_id", "user_id"],
-}
+# The format's own column list: tests write exactly what the adapter expects.
+REMIND_HEADERS = remind_csv.COLUMNS
 
 
 def write_drop(folder: Path, rows: Mapping[str, Sequence[Sequence[str]]]) -> Path:

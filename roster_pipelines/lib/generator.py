@@ -33,36 +33,13 @@ from pathlib import Path
 import polars as pl
 from faker import Faker
 
+from roster_pipelines.lib.formats import remind_csv
+
 __all__ = ["COLUMNS", "GenerationSummary", "Problem", "generate_district"]
 
 # The five files of a drop and their columns, in export order (SYNC_RULES F1).
-COLUMNS: dict[str, tuple[str, ...]] = {
-    "schools.csv": ("school_id", "school_name"),
-    "teachers.csv": (
-        "school_id",
-        "teacher_id",
-        "teacher_first_name",
-        "teacher_last_name",
-        "teacher_email",
-        "teacher_mobile_phone",
-    ),
-    "students.csv": (
-        "school_id",
-        "student_id",
-        "student_first_name",
-        "student_last_name",
-        "dob",
-        "grade",
-        "student_email",
-        "student_phone",
-        "guardian_first_name",
-        "guardian_last_name",
-        "guardian_email",
-        "guardian_phone",
-    ),
-    "classes.csv": ("school_id", "class_id", "teacher_id", "class_name"),
-    "enrollments.csv": ("school_id", "class_id", "user_id"),
-}
+# The five files of a drop and their columns, in export order: the format's own list.
+COLUMNS: dict[str, tuple[str, ...]] = remind_csv.COLUMNS
 _STUDENT_FIELDS = (
     "student_first_name",
     "student_last_name",
