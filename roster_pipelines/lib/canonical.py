@@ -103,6 +103,34 @@ def parent_key(kind: str, value: str) -> str:
     return f"{ROLE_PARENT}:{kind}:{value}"
 
 
+# The prefix of a key an adapter could not resolve to a person (an enrollment's user_id
+# that is neither a teacher nor a student id): ``"unknown:<user_id>"``.
+UNKNOWN = "unknown"
+_KEY_PREFIX = rf"^(?:{ROLE_PARENT}:(?:{CONTACT_EMAIL}|{CONTACT_PHONE}):|[^:]+:)"
+
+
+def split_person_key(key: str) -> tuple[str, str]:
+    """(role, id) of a person key: ``"teacher:T1"`` → ("teacher", "T1"); a parent's id is
+    the contact point that keys them (``"parent:email:a@b.org"`` → ("parent", "a@b.org"));
+    an unresolved ``"unknown:X"`` → ("unknown", "X"). Ids may hold colons."""
+    role, _, rest = key.partition(":")
+    if role == ROLE_PARENT:
+        kind, _, value = rest.partition(":")
+        if kind in (CONTACT_EMAIL, CONTACT_PHONE):
+            return role, value
+    return role, rest
+
+
+def key_role_expr(key: pl.Expr) -> pl.Expr:
+    """`split_person_key`'s role as a polars expression."""
+    return key.str.extract(r"^([^:]+):", 1)
+
+
+def key_id_expr(key: pl.Expr) -> pl.Expr:
+    """`split_person_key`'s id as a polars expression."""
+    return key.str.replace(_KEY_PREFIX, "")
+
+
 def _empty_issues() -> pl.DataFrame:
     from roster_pipelines.lib.issues import ISSUES_SCHEMA
 

@@ -94,13 +94,8 @@ _FIELD_ORDER = (
 # --- people keys --------------------------------------------------------------------------
 
 
-def _role_of(key: pl.Expr) -> pl.Expr:
-    return key.str.extract(r"^([^:]+):", 1)
-
-
-def _id_of(key: pl.Expr) -> pl.Expr:
-    """The SIS id of a person key; for a parent, the contact point that keys them."""
-    return key.str.replace(r"^(?:parent:(?:email|phone):|[^:]+:)", "")
+_role_of = c.key_role_expr
+_id_of = c.key_id_expr  # the SIS id; for a parent, the contact point that keys them
 
 
 def _id_label(key: pl.Expr) -> pl.Expr:

@@ -665,3 +665,32 @@ def test_a_generated_district_keeps_the_invariants_and_reports_every_planted_pro
     planted = {(p.issue_code, p.file, p.row) for p in summary.problems}
     assert planted
     assert planted <= found
+
+
+# --- person keys and the guardian limit -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "role", "sis_id"),
+    [
+        ("teacher:T1", "teacher", "T1"),
+        ("student:ST:9", "student", "ST:9"),  # ids may hold colons
+        ("parent:email:a@b.org", "parent", "a@b.org"),
+        ("parent:phone:+14155552671", "parent", "+14155552671"),
+        ("unknown:X1", "unknown", "X1"),
+    ],
+)
+def test_person_keys_split_into_role_and_id(key: str, role: str, sis_id: str) -> None:
+    from roster_pipelines.lib import canonical
+
+    assert canonical.split_person_key(key) == (role, sis_id)
+    frame = pl.DataFrame({"k": [key]}).select(
+        r=canonical.key_role_expr(pl.col("k")), i=canonical.key_id_expr(pl.col("k"))
+    )
+    assert frame.row(0) == (role, sis_id)
+
+
+def test_the_guardian_limit_is_the_plans() -> None:
+    from roster_pipelines.lib import contracts, plan
+
+    assert contracts.MAX_GUARDIANS == plan.MAX_GUARDIANS

@@ -1,18 +1,30 @@
 """Remind CSV 1.0 (SYNC_RULES F1): five CSV files in one folder → a parsed `Roster`.
 
-Reading
-- All five files are required; columns are matched by header name (trimmed, exact case,
-  a UTF-8 BOM removed), never by position; extra columns are ignored.
+Reading (every issue of a file names the file; of a row, also its row)
+- All five files are required (FILE_MISSING); columns are matched by header name, never
+  by position. A name that matches only once trimmed and case-folded ("School_ID ",
+  "TEACHER_EMAIL") is used with a COLUMN_NAME_FIXED alert; a column the format does not
+  have is ignored with a COLUMN_UNKNOWN alert; a required column that appears twice is
+  COLUMN_DUPLICATE and one that is absent COLUMN_MISSING (file errors).
 - UTF-8 with or without BOM. A file that is not UTF-8 but is Windows-1252 is read as
-  such with a FILE_NOT_UTF8 alert; a file that is neither, or holds NUL bytes (a
-  spreadsheet or UTF-16 file), or is not valid CSV (a row with more fields than the
-  header) is FILE_UNREADABLE. A file without even a header row is HEADER_MISSING.
-- Every value is trimmed; an empty value is null. Rows whose required columns are all
-  empty (",,,," or blank lines) are ignored, but row numbers still count them:
-  ``src_row`` is the spreadsheet row (header = 1, first data row = 2).
+  such with a FILE_NOT_UTF8 alert; a file that is neither, holds NUL bytes (a spreadsheet
+  or UTF-16 file), starts like a ZIP/Excel/PDF/gzip file or is mostly control
+  characters is FILE_UNREADABLE. A file without even a header row is HEADER_MISSING.
+- Records are read as RFC 4180 CSV: CRLF, LF or mixed line ends; quoted values with
+  commas, doubled quotes and line breaks. Row numbers are records, as a spreadsheet
+  shows them (header = row 1; a value with a line break does not shift later rows; a
+  blank line is a row). A row with more or fewer values than the header is ROW_RAGGED
+  and a quote never closed is FILE_UNREADABLE (file errors naming row and column).
+  A clean file is screened in one vectorised pass (`_lines_agree`) and read by polars;
+  anything the screen cannot vouch for is walked with the csv module (`_scan`), whose
+  records the row numbers follow.
+- Every value is trimmed; an empty value is null. A row with no value in any required
+  column (",,,," or a blank line) is ignored with a ROW_EMPTY alert. A row that repeats
+  an earlier row of its file exactly (enrollments: the same class_id and user_id) is
+  ignored with a ROW_REPEATED alert. So no row goes without being applied or named.
 - schools.csv, teachers.csv and students.csv need at least one data row (FILE_EMPTY).
-- Any file-level problem rejects the drop: `Roster(rejected=True)` with every
-  file-level issue of the drop (and empty tables).
+- Any file-level problem rejects the drop: `Roster(rejected=True)` with every issue
+  found while reading (and empty tables).
 
 Building the canonical tables (row-level checks that need the whole drop are in
 `contracts`)
@@ -131,6 +143,7 @@ _NOT_CSV = {
 # Control characters that never appear in CSV text (tab, CR and LF do).
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _CONTROL_SHARE = 0.01  # of the first 64 KiB: more than this is binary, not text
+_HEADER_SPAN = 1 << 20  # characters read for the header row
 # Rows reported by ROW_RAGGED per file (the drop is rejected either way); then a summary.
 RAGGED_REPORTED = 10
 
@@ -341,7 +354,7 @@ def _scan(name: str, text_: str, width: int) -> tuple[int, list[dict[str, object
     return records, ragged
 
 
-def _lines_agree(text_: str, width: int) -> int | None:
+def _lines_agree(utf8: bytes, width: int) -> int | None:
     """A vectorised screen for the common case, so that a big clean file needs no Python
     loop: when no line holds an odd number of quotes (no value spans lines) and every
     line that is not blank has `width` values outside its quoted values, the number of
@@ -351,7 +364,7 @@ def _lines_agree(text_: str, width: int) -> int | None:
         # holds (a value cut at a stray \x1f only makes the count lower: never a false pass
         # for long rows, which `_polars_frame` catches).
         lines = pl.read_csv(
-            text_.encode("utf-8"),
+            utf8,
             has_header=False,
             separator="\x1f",
             quote_char=None,
@@ -379,14 +392,14 @@ def _lines_agree(text_: str, width: int) -> int | None:
     return lines.height if ok else None
 
 
-def _polars_frame(text_: str, width: int, records: int) -> pl.DataFrame | None:
+def _polars_frame(utf8: bytes, width: int, records: int) -> pl.DataFrame | None:
     """Every record as a row of `width` String columns c0.. (header included), read by
     polars; None when polars sees a record the csv module would not (more values than
     the header, or a different number of records)."""
     schema = {f"c{i}": pl.String for i in range(width + 1)}
     try:
         frame = pl.read_csv(
-            text_.encode("utf-8"),
+            utf8,
             has_header=False,
             schema=schema,
             infer_schema=False,
@@ -435,7 +448,8 @@ def read_file(folder: Path, name: str) -> tuple[pl.DataFrame | None, list[dict[s
     if text_ is None:
         return None, issues
     try:
-        header = next(csv.reader(io.StringIO(text_, newline="")), [])
+        # The header row from the file's start (a StringIO of the whole text costs a copy).
+        header = next(csv.reader(io.StringIO(text_[:_HEADER_SPAN], newline="")), [])
         if _blank(header):
             return None, [
                 *issues,
@@ -452,8 +466,11 @@ def read_file(folder: Path, name: str) -> tuple[pl.DataFrame | None, list[dict[s
         issues += header_issues
         width = len(header)
         header_ok = all(i["severity"] != FILE_ERROR for i in header_issues)
-        records = _lines_agree(text_, width) if header_ok else None
-        frame = None if records is None else _polars_frame(text_, width, records)
+        # The UTF-8 bytes polars reads: the file's own unless it was Windows-1252.
+        cp1252 = any(i["code"] == "FILE_NOT_UTF8" for i in issues)
+        utf8 = text_.encode("utf-8") if cp1252 else raw.removeprefix(_BOM)
+        records = _lines_agree(utf8, width) if header_ok else None
+        frame = None if records is None else _polars_frame(utf8, width, records)
         if frame is None:
             records, ragged = _scan(name, text_, width)
             issues += ragged
@@ -469,7 +486,7 @@ def read_file(folder: Path, name: str) -> tuple[pl.DataFrame | None, list[dict[s
     if has_file_errors(issues_frame(issues)):
         return None, issues
     if frame is None:
-        frame = _polars_frame(text_, width, records)
+        frame = _polars_frame(utf8, width, records)
     if frame is None:
         frame = _python_frame(text_, width)
     frame = (
@@ -494,10 +511,12 @@ def read_file(folder: Path, name: str) -> tuple[pl.DataFrame | None, list[dict[s
     ]
     frame = frame.filter(~empty)
     key = list(COLUMNS[name][1:] if name == ENROLLMENTS else COLUMNS[name])
-    first = frame.select(pl.struct(key).is_first_distinct()).to_series()
-    if not first.all():
-        repeats = frame.with_columns(
-            first_row=pl.col("src_row").min().over(key), _first=first
+    # Rows whose hash repeats are the candidates (few); among them, exact repeats.
+    candidates = frame.filter(frame.select(key).hash_rows(seed=7).is_duplicated())
+    if candidates.height:
+        repeats = candidates.with_columns(
+            first_row=pl.col("src_row").min().over(key),
+            _first=pl.struct(key).is_first_distinct(),
         ).filter(~pl.col("_first"))
         what = "enrollment of " if name == ENROLLMENTS else ""
         issues += [
@@ -512,7 +531,9 @@ def read_file(folder: Path, name: str) -> tuple[pl.DataFrame | None, list[dict[s
             )
             for r in repeats.select("src_row", "first_row", *key).iter_rows(named=True)
         ]
-        frame = frame.filter(first)
+        frame = frame.join(
+            repeats.select("src_row"), on="src_row", how="anti", maintain_order="left"
+        )
     if name in NEEDS_DATA_ROWS and frame.is_empty():
         issues.append(
             _file_issue("FILE_EMPTY", name, f"{name} has no data rows; the drop needs some")
@@ -807,7 +828,7 @@ def _enrollments(
         .then(pl.lit(c.ROLE_TEACHER))
         .when(pl.col("is_student"))
         .then(pl.lit(c.ROLE_STUDENT))
-    ).with_columns(person_key=pl.concat_str(pl.col("role").fill_null("unknown"), pl.lit(":"), user))
+    ).with_columns(person_key=pl.concat_str(pl.col("role").fill_null(c.UNKNOWN), pl.lit(":"), user))
     out.issues.append(
         issue_frame(
             e.filter(pl.col("is_teacher") & pl.col("is_student") & ~pl.col("owns")),
