@@ -323,3 +323,25 @@ def test_a_tick_lists_a_bounded_number_of_objects(tmp_path: Path, zone) -> None:
             started += [s.manifest.district for s in outcome.started]
             cursor = outcome.cursor
     assert sorted(started) == [f"d{i}" for i in range(5)]
+
+
+def test_sftp_refuses_an_unknown_host_key(tmp_path: Path, ssh_server: SSHServer) -> None:
+    import subprocess
+
+    other = tmp_path / "other_host_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    key_type, key = other.with_suffix(".pub").read_text().split()[:2]
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(f"[127.0.0.1]:{ssh_server.port} {key_type} {key}\n")
+    for hosts in (known_hosts, tmp_path / "empty_known_hosts"):
+        hosts.touch()
+        resource = SFTPDropZone(
+            host=ssh_server.host,
+            port=ssh_server.port,
+            username=ssh_server.username,
+            private_key_path=str(ssh_server.private_key),
+            known_hosts=str(hosts),
+            root=str(tmp_path),
+        )
+        with pytest.raises(paramiko.SSHException), resource.open_zone() as dz:
+            dz.list(max_objects=10)
