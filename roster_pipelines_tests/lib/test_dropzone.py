@@ -173,3 +173,18 @@ def test_a_tick_lists_a_bounded_number_of_objects_round_robin(tmp_path: Path) ->
         started += [s.manifest.district for s in out.started]
         cursor, now = out.cursor, now + 30
     assert sorted(started) == [f"d{i}" for i in range(7)]
+
+
+def test_archiving_stops_for_the_tick_when_its_time_budget_is_spent(tmp_path: Path) -> None:
+    zone, landing = tmp_path / "zone", tmp_path / "landing"
+    for i in range(4):
+        (write_drop(zone / f"d{i}", {}) / "_READY").write_text("")
+    ticks = iter(range(0, 1000, 3))  # every look at the clock: 3 s later
+    options = WatchOptions(format=FORMAT, archive_budget_seconds=5)
+    out = tick(LocalZone(zone), landing, None, options=options, now=100, clock=lambda: next(ticks))
+    assert [s.manifest.district for s in out.started] == ["d0", "d1"]
+    assert out.waiting == {
+        d: "ready; starts on a later tick (per-tick limit)" for d in ("d2", "d3")
+    }
+    later = tick(LocalZone(zone), landing, out.cursor, options=OPTIONS, now=130)
+    assert [s.manifest.district for s in later.started] == ["d2", "d3"]
