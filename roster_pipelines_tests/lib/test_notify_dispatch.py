@@ -355,3 +355,28 @@ def test_a_killed_dispatcher_process_never_sends_twice(engine, district, notify_
     assert dispatch_pending(engine, senders_from_env(), now=later, policy=NO_WAIT).unknown == 1
     assert _row(engine, row_id).status == "unknown"
     assert len(notify_env.requests) == 1
+
+
+def test_freshness_warning_from_the_daily_check_reaches_the_admin(
+    engine, district, notify_env
+) -> None:
+    """lib/freshness.py queues these rows (its payload); the dispatcher renders and sends."""
+    _queue(
+        engine,
+        district,
+        "freshness:lincoln-usd:2026-08-01:75",
+        destination="admin@lincoln.k12.us",
+        template="freshness_warning",
+        payload={
+            "district": "lincoln-usd",
+            "days_since_last_drop": 75,
+            "last_drop_date": "2026-08-01",
+            "threshold_days": 75,
+            "limit_days": 90,
+            "removals_held_from": "2026-10-30T00:00:00+00:00",
+        },
+    )
+    assert dispatch_pending(engine, senders_from_env(), policy=NO_WAIT).sent == 1
+    (mail,) = notify_env.emails()
+    assert mail.to == "admin@lincoln.k12.us"
+    assert "75 days" in mail.body["subject"] and "2026-10-30" in mail.content("text/plain")
