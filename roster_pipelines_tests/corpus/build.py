@@ -54,6 +54,7 @@ HEADERS: dict[str, list[str]] = {
 }
 
 # A small clean district; row numbers (header = 1) in the comments.
+# fmt: off
 BASE: dict[str, list[list[str]]] = {
     "schools.csv": [
         ["S1", "Lincoln Elementary"],  # 2
@@ -69,7 +70,7 @@ BASE: dict[str, list[list[str]]] = {
         ["S1", "ST2", "Eli", "Diaz", "2018-05-06", "K", "", "", "Dana", "Diaz", "dana.diaz@example.com", ""],  # 3
         ["S1", "ST3", "Finn", "Park", "2016-07-08", "3", "finn@students.example.org", "", "Gus", "Park", "", "617-333-2211"],  # 4
         ["S2", "ST4", "Ivy", "Chen", "2013-01-02", "7", "", "", "", "", "", ""],  # 5
-    ],  # fmt: skip
+    ],
     "classes.csv": [
         ["S1", "C1", "T1", "Grade 3 Homeroom"],  # 2
         ["S1", "C2", "T2", "Art"],  # 3
@@ -82,6 +83,7 @@ BASE: dict[str, list[list[str]]] = {
         ["S2", "C3", "ST4"],  # 5
     ],
 }
+# fmt: on
 
 Files = dict[str, bytes]
 
@@ -178,6 +180,7 @@ def _header(name: str, header: list[str], rows: list[list[str]] | None = None) -
     return files
 
 
+# fmt: off
 CASES: dict[str, Callable[[], Files]] = {
     # --- reading: tolerated ------------------------------------------------------------
     "utf8_bom": lambda: {n: BOM + d for n, d in render(base()).items()},
@@ -192,7 +195,7 @@ CASES: dict[str, Callable[[], Files]] = {
     "extra_columns": lambda: _header(
         "schools.csv",
         ["school_id", "school_name", "principal"],
-        [r + ["Pat"] for r in BASE["schools.csv"]],
+        [[*r, "Pat"] for r in BASE["schools.csv"]],
     ),
     "blank_and_empty_rows": lambda: raw(
         schools_csv=b"school_id,school_name\nS1,Lincoln Elementary\n\n,\nS2,Riverside Middle\n \n"
@@ -201,7 +204,7 @@ CASES: dict[str, Callable[[], Files]] = {
     "duplicate_header": lambda: _header(
         "classes.csv",
         ["school_id", "class_id", "teacher_id", "class_name", "class_id"],
-        [r + [r[1]] for r in BASE["classes.csv"]],
+        [[*r, r[1]] for r in BASE["classes.csv"]],
     ),
     "missing_column": lambda: _header(
         "students.csv",
@@ -297,7 +300,8 @@ CASES: dict[str, Callable[[], Files]] = {
         )
     ),
     "errored_student_cascade": lambda: edit(_set("students.csv", 2, "student_first_name", "")),
-}  # fmt: skip
+}
+# fmt: on
 
 
 def write_case(name: str, files: Files) -> Path:
