@@ -9,10 +9,17 @@ from __future__ import annotations
 
 import contextlib
 from contextlib import AbstractContextManager
+from datetime import datetime
 from typing import Any, BinaryIO
 
 from roster_pipelines.lib.drops import check_file_name, check_id
 from roster_pipelines.lib.dropzones.base import DropZone, ZoneEntry, ZoneListing
+
+
+def _timestamp(value: str | datetime) -> float:
+    if isinstance(value, datetime):  # a client with botocore's default parser
+        return value.timestamp()
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
 class S3Zone(DropZone):
@@ -45,9 +52,14 @@ class S3Zone(DropZone):
     def client(self) -> Any:
         if self._client is None:
             import boto3
+            import botocore.session
             from botocore.config import Config
 
-            self._client = boto3.session.Session().client(
+            # Timestamps stay strings: parsing 1,000 LastModified values per page with
+            # dateutil costs more than the listing itself (we parse the few we need).
+            core = botocore.session.get_session()
+            core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=str)
+            self._client = boto3.session.Session(botocore_session=core).client(
                 "s3",
                 config=Config(retries={"max_attempts": 3, "mode": "standard"}),
                 **self._client_args,
@@ -82,8 +94,8 @@ class S3Zone(DropZone):
                         district=district,
                         name=name,
                         size=int(obj["Size"]),
-                        version=f"{obj.get('ETag', '')}@{obj['LastModified'].isoformat()}",
-                        mtime=obj["LastModified"].timestamp(),
+                        version=f"{obj.get('ETag', '')}@{obj['LastModified']}",
+                        mtime=_timestamp(obj["LastModified"]),
                     )
                 )
             if not page.get("IsTruncated"):
