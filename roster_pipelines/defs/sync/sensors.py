@@ -86,26 +86,26 @@ def _alert_admin(
 
 
 def _record_superseded(
-    context: dg.SensorEvaluationContext, landing_root, started: StartedDrop
+    context: dg.SensorEvaluationContext, landing_root, started: list[StartedDrop]
 ) -> None:
-    manifest = started.manifest
-    records = context.instance.get_run_records(
-        dg.RunsFilter(tags={"district": manifest.district}, statuses=_PENDING)
+    """Tag runs still waiting in the queue for a district that just got a newer drop."""
+    newer = {s.manifest.district: s.manifest.partition_key for s in started}
+    if not newer:
+        return
+    records = context.instance.get_run_records(  # one query per tick
+        dg.RunsFilter(tags={"district": sorted(newer)}, statuses=_PENDING)
     )
     for record in records:
-        older = record.dagster_run.tags.get("dagster/partition")
-        if not older or older == manifest.partition_key:
+        run = record.dagster_run
+        district, older = run.tags.get("district"), run.tags.get("dagster/partition")
+        if district not in newer or not older or older == newer[district]:
             continue
-        context.instance.add_run_tags(
-            record.dagster_run.run_id, {"roster/superseded_by": manifest.partition_key}
-        )
+        context.instance.add_run_tags(run.run_id, {"roster/superseded_by": newer[district]})
         append_log(
-            landing_root,
-            manifest.district,
-            {"event": "superseded", "drop": older, "by": manifest.partition_key},
+            landing_root, district, {"event": "superseded", "drop": older, "by": newer[district]}
         )
         context.log.info(
-            f"{older} still waits in the queue; it runs first, then {manifest.partition_key} "
+            f"{older} still waits in the queue; it runs first, then {newer[district]} "
             "(recorded as superseded)"
         )
 
@@ -138,10 +138,10 @@ def evaluate_zone(
         context.log.info(
             f"{duplicate.district}: the same files as drop {duplicate.drop} again; nothing to run"
         )
+    _record_superseded(context, landing, outcome.started)
     run_requests = []
     for started in outcome.started:
         manifest = started.manifest
-        _record_superseded(context, landing, started)
         run_requests.append(
             dg.RunRequest(
                 run_key=started.run_key,
