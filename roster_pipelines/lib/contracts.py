@@ -77,6 +77,8 @@ SCHOOL_NAME_MAX = 60
 # (`plan.MAX_GUARDIANS`, the same number) holds it, this names the student and rows.
 MAX_GUARDIANS = 5
 CLASS_NAME_MAX = 255
+# People's names: F1 sets no limit; the app stores at most 255 characters (store.models).
+PERSON_NAME_MAX = 255
 ENROLLMENT_ROLES = (c.ROLE_TEACHER, c.ROLE_STUDENT)
 
 _SRC = ["src_file", "src_row"]
@@ -175,8 +177,8 @@ class PeopleModel(_Sourced):
     person_key: str = pa.Field(nullable=False)
     role: str = pa.Field(nullable=False, isin=list(c.ROLES))
     sis_id: str = pa.Field(nullable=True)
-    first_name: str = pa.Field(nullable=True)
-    last_name: str = pa.Field(nullable=True)
+    first_name: str = pa.Field(nullable=True, str_length={"max_value": PERSON_NAME_MAX})
+    last_name: str = pa.Field(nullable=True, str_length={"max_value": PERSON_NAME_MAX})
     dob: pl.Date = pa.Field(nullable=True)
     grade: str = pa.Field(nullable=True)
 
@@ -343,7 +345,7 @@ def _field_issues(table: str, frame: pl.DataFrame) -> pl.DataFrame:
             .str.join(" and "),
             _value=value.first(),
         )
-        limit = SCHOOL_NAME_MAX if table == "schools" else CLASS_NAME_MAX
+        limit = {"schools": SCHOOL_NAME_MAX, "people": PERSON_NAME_MAX}.get(table, CLASS_NAME_MAX)
         message = {
             "ID_MISSING": text(
                 *AT,
@@ -356,7 +358,9 @@ def _field_issues(table: str, frame: pl.DataFrame) -> pl.DataFrame:
             "NAME_MISSING": text(*AT, what, " has no ", pl.col("column")),
             "NAME_TOO_LONG": text(
                 *AT,
-                "the name of ",
+                "the ",
+                pl.col("column"),
+                " of ",
                 what,
                 " is ",
                 pl.col("_value").str.len_chars(),

@@ -275,6 +275,7 @@ CASES: dict[str, Callable[[], Files]] = {
     ),
     "school_name_too_long": lambda: edit(_set("schools.csv", 3, "school_name", "R" * 61)),
     "class_name_too_long": lambda: edit(_set("classes.csv", 2, "class_name", "M" * 256)),
+    "person_name_too_long": lambda: edit(_set("students.csv", 4, "student_last_name", "P" * 256)),
     "names_missing": lambda: edit(_set("students.csv", 5, "student_last_name", "  ")),
     "invalid_dob": lambda: edit(_set("students.csv", 2, "dob", "03/04/2016")),
     "invalid_grade": lambda: edit(_set("students.csv", 5, "grade", "Ungraded")),
