@@ -125,7 +125,9 @@ def plan_drop(
 ) -> SyncPlan:
     with engine.connect() as conn:
         linked_ids = identity.identities["account_id"].drop_nulls().unique().to_list()
-        current = load_current_state(conn, identity.district_id, extra_account_ids=linked_ids)
+        current = load_current_state(
+            conn, identity.district_id, extra_account_ids=linked_ids, bulk=True
+        )
         owners = contact_owners(conn, roster.contacts.select("kind", "value"))
         thresholds = conn.execute(
             select(DistrictSettings.removal_thresholds).where(

@@ -1,8 +1,20 @@
-"""Reading query results into polars frames with explicit schemas."""
+"""Moving rows between the database and polars frames in bulk.
+
+Reads: `read_frame` returns a query's rows as a frame with an explicit schema. On
+Postgres the plan stage's big reads go through an ADBC connection (Arrow columns,
+no Python object per row; `bulk_reader`), other reads through `COPY ... TO STDOUT`.
+
+Writes (Postgres): `copy_in` streams a frame as CSV blocks through `COPY ... FROM
+STDIN` on the caller's connection, inside its transaction; `stage` does the same into
+a temporary table for `UPDATE ... FROM`; `new_ids` allocates serial ids up front so
+inserted rows need no RETURNING. SQLite keeps `executemany` (see `store.writer`).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import io
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -11,27 +23,81 @@ from sqlalchemy import Connection
 from sqlalchemy.sql import Executable
 
 CHUNK = 5_000
+COPY_ROWS = 250_000  # rows per CSV block written to COPY (bounds the CSV text in memory)
 
 
-def read_frame(conn: Connection, stmt: Executable, schema: dict[str, Any]) -> pl.DataFrame:
+def is_postgres(conn: Connection) -> bool:
+    return conn.dialect.name == "postgresql"
+
+
+def _driver(conn: Connection) -> Any:
+    return conn.connection.driver_connection  # type: ignore[union-attr]
+
+
+def _sql(conn: Connection, stmt: Executable) -> str:
+    return str(stmt.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))  # type: ignore[attr-defined]
+
+
+def read_frame(
+    conn: Connection, stmt: Executable, schema: dict[str, Any], *, reader: Any = None
+) -> pl.DataFrame:
     """Run `stmt` and return its rows as a frame with `schema` (empty results keep it).
 
-    On Postgres the rows stream out with `COPY ... TO STDOUT` and polars parses them,
-    several times faster than fetching Python tuples for large district reads.
+    `reader` is an ADBC connection from `bulk_reader` (Postgres only): the rows come
+    back as Arrow columns. It is a separate connection, so it sees only committed
+    data: use it for reads outside the writing transaction (the plan stage). Without
+    it, Postgres rows stream out with `COPY ... TO STDOUT` on `conn` itself.
     """
-    if conn.dialect.name == "postgresql":
+    if is_postgres(conn):
+        if reader is not None:
+            return _read_adbc(reader, _sql(conn, stmt), schema)
         return _copy_out(conn, stmt, schema)
     rows = conn.execute(stmt).all()
     return pl.DataFrame([tuple(r) for r in rows], schema=schema, orient="row")
 
 
+@contextlib.contextmanager
+def bulk_reader(conn: Connection) -> Iterator[Any]:
+    """An ADBC connection to `conn`'s Postgres database for big reads (None on SQLite).
+
+    Rows arrive as Arrow record batches, several times faster than COPY text parsed in
+    Python at a million rows. The connection is closed on exit.
+    """
+    if not is_postgres(conn):
+        yield None
+        return
+    from adbc_driver_postgresql import dbapi
+
+    url = conn.engine.url.set(drivername="postgresql")
+    adbc = dbapi.connect(url.render_as_string(hide_password=False))
+    try:
+        yield adbc
+    finally:
+        adbc.close()
+
+
+def _read_adbc(adbc: Any, sql: str, schema: dict[str, Any]) -> pl.DataFrame:
+    with adbc.cursor() as cursor:
+        cursor.execute(sql)
+        table = cursor.fetch_arrow_table()
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    if not frame.height:
+        return pl.DataFrame(schema=schema)
+    # ADBC names columns after the SELECT list and returns int4 as Int32: rename, cast.
+    frame.columns = list(schema)
+    return frame.cast(schema)  # type: ignore[arg-type]
+
+
 def _copy_out(conn: Connection, stmt: Executable, schema: dict[str, Any]) -> pl.DataFrame:
-    sql = str(stmt.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))  # type: ignore[attr-defined]
     buffer = io.BytesIO()
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    with cursor.copy(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv)") as copy:
-        for block in copy:
-            buffer.write(block)
+    cursor = _driver(conn).cursor()
+    try:
+        with cursor.copy(f"COPY ({_sql(conn, stmt)}) TO STDOUT WITH (FORMAT csv)") as copy:
+            for block in copy:
+                buffer.write(block)
+    finally:
+        cursor.close()
     if not buffer.tell():
         return pl.DataFrame(schema=schema)
     raw = pl.read_csv(
@@ -51,6 +117,50 @@ def _copy_out(conn: Connection, stmt: Executable, schema: dict[str, Any]) -> pl.
         else:
             casts.append(column.cast(dtype).alias(name))
     return raw.select(casts)
+
+
+def copy_in(conn: Connection, table: str, frame: pl.DataFrame) -> None:
+    """Append `frame`'s rows to `table` (its columns by name) with `COPY ... FROM STDIN`,
+    in `conn`'s transaction (Postgres). Nulls travel as unquoted empty fields, empty
+    strings as `""`: the CSV format of COPY reads them back the same way."""
+    if not frame.height:
+        return
+    columns = ", ".join(f'"{c}"' for c in frame.columns)
+    cursor = _driver(conn).cursor()
+    try:
+        with cursor.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT csv)") as copy:
+            for start in range(0, frame.height, COPY_ROWS):
+                block = frame.slice(start, COPY_ROWS).write_csv(include_header=False)
+                copy.write(block.encode())
+    finally:
+        cursor.close()
+
+
+def stage(conn: Connection, table: str, frame: pl.DataFrame) -> str:
+    """A temporary table (dropped at commit) with `frame`'s columns typed as in `table`,
+    holding `frame`'s rows (Postgres). Returns its name."""
+    name = f"tmp_stage_{uuid.uuid4().hex[:10]}"
+    columns = ", ".join(f'"{c}"' for c in frame.columns)
+    conn.exec_driver_sql(
+        f"CREATE TEMP TABLE {name} ON COMMIT DROP AS SELECT {columns} FROM {table} WITH NO DATA"
+    )
+    copy_in(conn, name, frame)
+    conn.exec_driver_sql(f"ANALYZE {name}")
+    return name
+
+
+def new_ids(conn: Connection, table: str, n: int) -> pl.Series:
+    """`n` fresh ids from `table`'s serial sequence (Postgres), in one round trip.
+
+    Sequences are not transactional: ids taken by a transaction that rolls back are
+    simply never used, as with any serial insert."""
+    if not n:
+        return pl.Series("id", [], pl.Int64)
+    sequence = conn.exec_driver_sql(f"SELECT pg_get_serial_sequence('{table}', 'id')").scalar_one()
+    text = conn.exec_driver_sql(
+        f"SELECT string_agg(nextval('{sequence}')::text, ',') FROM generate_series(1, {int(n)})"
+    ).scalar_one()
+    return pl.Series("id", [text]).str.split(",").explode().cast(pl.Int64)
 
 
 def chunks(values: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:

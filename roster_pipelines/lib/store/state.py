@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import polars as pl
 from sqlalchemy import Connection, and_, insert, select
 
-from roster_pipelines.lib.store.frames import chunks, concat, read_frame
+from roster_pipelines.lib.store.frames import bulk_reader, chunks, concat, read_frame
 from roster_pipelines.lib.store.models import (
     Account,
     Class,
@@ -137,9 +137,31 @@ def find_district(conn: Connection, district_sis_id: str) -> int | None:
 
 
 def load_current_state(
-    conn: Connection, district_id: int, extra_account_ids: list[int] | None = None
+    conn: Connection,
+    district_id: int,
+    extra_account_ids: list[int] | None = None,
+    *,
+    bulk: bool = False,
 ) -> CurrentState:
-    """Read the district's rows; `extra_account_ids` adds accounts matched by contact."""
+    """Read the district's rows; `extra_account_ids` adds accounts matched by contact.
+
+    `bulk` (the plan stage) reads the big tables through a separate ADBC connection on
+    Postgres (`frames.bulk_reader`): committed data only, so never inside a transaction
+    that has written to them. The apply step re-checks under the district's lock that
+    no drop was applied since (`last_run_id`), so the plan cannot act on stale state.
+    """
+    if bulk:
+        with bulk_reader(conn) as reader:
+            return _load_current_state(conn, district_id, extra_account_ids, reader)
+    return _load_current_state(conn, district_id, extra_account_ids, None)
+
+
+def _load_current_state(
+    conn: Connection, district_id: int, extra_account_ids: list[int] | None, reader: object
+) -> CurrentState:
+    # The run the state reflects is read first: a drop applied while the tables are
+    # read makes the plan stale, and the apply step refuses it.
+    last = latest_run(conn, district_id)
     orgs = read_frame(
         conn,
         select(
@@ -150,6 +172,7 @@ def load_current_state(
             Organisation.active,
         ).where(Organisation.district_id == district_id),
         ORGS_SCHEMA,
+        reader=reader,
     )
     links = read_frame(
         conn,
@@ -162,17 +185,28 @@ def load_current_state(
             SisLink.active,
         ).where(SisLink.district_id == district_id),
         LINKS_SCHEMA,
+        reader=reader,
     )
     # Accounts and contacts of the district's people are read by joining the links
     # (one query, no id lists); only accounts matched by contact and not yet linked
     # are fetched by id.
     linked_ids = select(SisLink.account_id).where(SisLink.district_id == district_id)
-    extra = sorted(set(extra_account_ids or []) - set(links["account_id"].to_list()))
+    extra = (
+        pl.Series("account_id", extra_account_ids or [], pl.Int64)
+        .unique()
+        .to_frame()
+        .join(links.select("account_id"), on="account_id", how="anti")
+        .sort("account_id")["account_id"]
+        .to_list()
+    )
     account_cols = (Account.id, Account.first_name, Account.last_name, Account.dob, Account.grade)
     accounts = concat(
         [
             read_frame(
-                conn, select(*account_cols).where(Account.id.in_(linked_ids)), ACCOUNTS_SCHEMA
+                conn,
+                select(*account_cols).where(Account.id.in_(linked_ids)),
+                ACCOUNTS_SCHEMA,
+                reader=reader,
             ),
             *(
                 read_frame(
@@ -197,6 +231,7 @@ def load_current_state(
                 conn,
                 select(*contact_cols).where(ContactPoint.account_id.in_(linked_ids)),
                 CONTACTS_SCHEMA,
+                reader=reader,
             ),
             *(
                 read_frame(
@@ -222,6 +257,7 @@ def load_current_state(
             Class.active,
         ).where(Class.district_id == district_id, Class.sis_class_id.is_not(None)),
         CLASSES_SCHEMA,
+        reader=reader,
     )
     org_memberships = read_frame(
         conn,
@@ -235,6 +271,7 @@ def load_current_state(
         .join(Organisation, Organisation.id == OrgMembership.org_id)
         .where(Organisation.district_id == district_id, OrgMembership.source == "sis"),
         ORG_MEMBERSHIPS_SCHEMA,
+        reader=reader,
     )
     class_memberships = read_frame(
         conn,
@@ -248,6 +285,7 @@ def load_current_state(
         .join(Class, Class.id == ClassMembership.class_id)
         .where(and_(Class.district_id == district_id, ClassMembership.source == "sis")),
         CLASS_MEMBERSHIPS_SCHEMA,
+        reader=reader,
     )
     guardianships = read_frame(
         conn,
@@ -258,8 +296,8 @@ def load_current_state(
             Guardianship.active,
         ).where(Guardianship.district_id == district_id),
         GUARDIANSHIPS_SCHEMA,
+        reader=reader,
     )
-    last = latest_run(conn, district_id)
     return CurrentState(
         district_id=district_id,
         orgs=orgs,

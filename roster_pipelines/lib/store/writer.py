@@ -1,8 +1,15 @@
 """Applies a sync plan in bulk, inside the caller's transaction.
 
-Writes are set-based: one executemany per table and kind of change, never an ORM
-loop per row. New rows are inserted with RETURNING so their real ids replace the
-plan's temporary negative ids in every reference.
+Writes are set-based, one statement (or one COPY) per table and kind of change, never
+an ORM loop per row:
+
+- Postgres: new rows get their ids from the table's sequence up front (`new_ids`) and
+  are streamed in with `COPY ... FROM STDIN`; updates, reactivations and removals
+  go through a temporary staging table (`COPY`) and one `UPDATE ... FROM`.
+- SQLite (the embedded default): `executemany`, with `INSERT ... RETURNING` for the
+  rows whose ids the plan needs.
+
+Either way the real ids replace the plan's temporary negative ids in every reference.
 """
 
 from __future__ import annotations
@@ -13,10 +20,19 @@ from datetime import datetime
 from typing import Any
 
 import polars as pl
-from sqlalchemy import Connection, Table, bindparam, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, insert, select, text, update
 
 from roster_pipelines.lib.plan import BEFORE, SyncPlan, TableChanges, held_changes, removals_frame
-from roster_pipelines.lib.store.frames import chunks, concat, read_frame, records
+from roster_pipelines.lib.store.frames import (
+    chunks,
+    concat,
+    copy_in,
+    is_postgres,
+    new_ids,
+    read_frame,
+    records,
+    stage,
+)
 from roster_pipelines.lib.store.models import (
     Account,
     Class,
@@ -46,8 +62,26 @@ def _insert_returning_ids(conn: Connection, model: Any, rows: list[dict[str, Any
     return [int(r[0]) for r in result.all()]
 
 
-def _id_map(temp_ids: pl.Series, real_ids: list[int]) -> pl.DataFrame:
-    return pl.DataFrame({"temp_id": temp_ids, "real_id": pl.Series(real_ids, dtype=pl.Int64)})
+def _insert(conn: Connection, model: Any, frame: pl.DataFrame, *, ids: bool = False) -> pl.Series:
+    """Insert `frame`'s rows (columns named as the table's); with `ids`, return the new
+    rows' ids in frame order (else an empty series)."""
+    name = _table(model).name
+    if is_postgres(conn):
+        if not ids:
+            copy_in(conn, name, frame)
+            return pl.Series("id", [], pl.Int64)
+        new = new_ids(conn, name, frame.height)
+        copy_in(conn, name, frame.with_columns(new))
+        return new
+    if ids:
+        return pl.Series("id", _insert_returning_ids(conn, model, frame.to_dicts()), pl.Int64)
+    if frame.height:
+        conn.execute(insert(model), frame.to_dicts())
+    return pl.Series("id", [], pl.Int64)
+
+
+def _id_map(temp_ids: pl.Series, real_ids: pl.Series) -> pl.DataFrame:
+    return pl.DataFrame({"temp_id": temp_ids, "real_id": real_ids.cast(pl.Int64)})
 
 
 def _remap(frame: pl.DataFrame, column: str, id_map: pl.DataFrame) -> pl.DataFrame:
@@ -64,12 +98,25 @@ def _remap(frame: pl.DataFrame, column: str, id_map: pl.DataFrame) -> pl.DataFra
 def _set_active(
     conn: Connection, model: Any, ids: pl.DataFrame, *, active: bool, now: datetime
 ) -> None:
-    id_list = ids["id"].to_list()
-    for chunk in chunks(id_list):
+    if not ids.height:
+        return
+    values = {"active": active, "removed_at": None if active else now, "now": now}
+    if is_postgres(conn):
+        name = _table(model).name
+        staged = stage(conn, name, ids.select("id").unique())
+        conn.execute(
+            text(
+                f"UPDATE {name} t SET active = :active, removed_at = :removed_at, "
+                f"updated_at = :now FROM {staged} s WHERE t.id = s.id"
+            ),
+            values,
+        )
+        return
+    for chunk in chunks(ids["id"].to_list()):
         conn.execute(
             update(model)
             .where(model.id.in_(chunk))
-            .values(active=active, removed_at=None if active else now, updated_at=now)
+            .values(active=active, removed_at=values["removed_at"], updated_at=now)
         )
 
 
@@ -78,6 +125,17 @@ def _update_by_id(conn: Connection, model: Any, frame: pl.DataFrame, now: dateti
         return
     frame = frame.select(c for c in frame.columns if not c.endswith(BEFORE))
     columns = [c for c in frame.columns if c != "id"]
+    if is_postgres(conn):
+        name = _table(model).name
+        staged = stage(conn, name, frame)
+        sets = ", ".join(f'"{c}" = s."{c}"' for c in columns)
+        conn.execute(
+            text(
+                f"UPDATE {name} t SET {sets}, updated_at = :now FROM {staged} s WHERE t.id = s.id"
+            ),
+            {"now": now},
+        )
+        return
     stmt = (
         update(_table(model))
         .where(_table(model).c.id == bindparam("b_id"))
@@ -96,14 +154,18 @@ def _apply_links(
     now: datetime,
 ) -> None:
     if changes.adds.height:
-        conn.execute(insert(model), [r | extra for r in changes.adds.to_dicts()])
+        _insert(conn, model, changes.adds.with_columns(**{k: pl.lit(v) for k, v in extra.items()}))
     _set_active(conn, model, changes.reactivations, active=True, now=now)
     if removals:
         _set_active(conn, model, changes.removals, active=False, now=now)
 
 
 def _join_codes(n: int) -> list[str]:
-    return ["".join(secrets.choice(_JOIN_CODE_ALPHABET) for _ in range(10)) for _ in range(n)]
+    """`n` random 10-character join codes (32 symbols: each random byte maps to one
+    symbol without bias, as 256 is a multiple of 32)."""
+    symbols = bytes.maketrans(bytes(range(256)), (_JOIN_CODE_ALPHABET * 8).encode())
+    text = secrets.token_bytes(10 * n).translate(symbols).decode()
+    return [text[i : i + 10] for i in range(0, 10 * n, 10)]
 
 
 @dataclass
@@ -124,18 +186,13 @@ def apply_plan(conn: Connection, plan: SyncPlan, *, now: datetime) -> AppliedCha
 
     # Schools and programs.
     school_adds = plan.schools.adds
-    school_ids = _insert_returning_ids(
+    school_ids = _insert(
         conn,
         Organisation,
-        [
-            {
-                "kind": r["kind"],
-                "district_id": district_id,
-                "sis_id": r["school_id"],
-                "name": r["name"],
-            }
-            for r in school_adds.to_dicts()
-        ],
+        school_adds.select(
+            "kind", "name", district_id=pl.lit(district_id, pl.Int64), sis_id="school_id"
+        ),
+        ids=True,
     )
     org_map = _id_map(school_adds["temp_id"], school_ids)
     _update_by_id(conn, Organisation, plan.schools.updates, now)
@@ -145,8 +202,8 @@ def apply_plan(conn: Connection, plan: SyncPlan, *, now: datetime) -> AppliedCha
 
     # Accounts.
     account_adds = plan.accounts.adds
-    account_ids = _insert_returning_ids(
-        conn, Account, records(account_adds.select("first_name", "last_name", "dob", "grade"))
+    account_ids = _insert(
+        conn, Account, account_adds.select("first_name", "last_name", "dob", "grade"), ids=True
     )
     account_map = _id_map(account_adds["temp_id"], account_ids)
     _update_by_id(conn, Account, plan.accounts.updates, now)
@@ -167,32 +224,31 @@ def apply_plan(conn: Connection, plan: SyncPlan, *, now: datetime) -> AppliedCha
     # Contact points: R4 updates (a changed unverified SIS contact) before the adds.
     _update_by_id(conn, ContactPoint, plan.contacts.updates, now)
     contact_adds = _remap(plan.contacts.adds, "account_id", account_map)
-    if contact_adds.height:
-        conn.execute(
-            insert(ContactPoint),
-            [r | {"verified": False, "source": "sis"} for r in contact_adds.to_dicts()],
-        )
+    _insert(
+        conn,
+        ContactPoint,
+        contact_adds.select("account_id", "kind", "value").with_columns(
+            verified=pl.lit(False), source=pl.lit("sis")
+        ),
+    )
 
     # Classes: created unclaimed, named by the SIS, with a fresh join code (R5).
     class_adds = _remap(
         _remap(plan.classes.adds, "school_org_id", org_map), "owner_account_id", account_map
     )
-    codes = _join_codes(class_adds.height)
-    class_ids = _insert_returning_ids(
+    class_ids = _insert(
         conn,
         Class,
-        [
-            {
-                "district_id": district_id,
-                "school_id": r["school_org_id"],
-                "sis_class_id": r["sis_class_id"],
-                "sis_name": r["sis_name"],
-                "name": r["sis_name"],
-                "owner_account_id": r["owner_account_id"],
-                "join_code": code,
-            }
-            for r, code in zip(class_adds.to_dicts(), codes, strict=True)
-        ],
+        class_adds.select(
+            "sis_class_id",
+            "sis_name",
+            "owner_account_id",
+            district_id=pl.lit(district_id, pl.Int64),
+            school_id="school_org_id",
+            name="sis_name",
+            join_code=pl.Series(_join_codes(class_adds.height), dtype=pl.String),
+        ),
+        ids=True,
     )
     class_map = _id_map(class_adds["temp_id"], class_ids)
     class_updates = _remap(
@@ -249,15 +305,11 @@ def apply_plan(conn: Connection, plan: SyncPlan, *, now: datetime) -> AppliedCha
     reactivated = _read_memberships(conn, cm.reactivations)
     return AppliedChanges(
         counts=plan.counts(include_removals=removals),
-        classes_added=class_adds.with_columns(id=pl.Series(class_ids, dtype=pl.Int64)).drop(
-            "temp_id"
-        ),
+        classes_added=class_adds.with_columns(id=class_ids).drop("temp_id"),
         class_memberships_added=pl.concat(
             [class_membership_adds.select(reactivated.columns), reactivated]
         ),
-        accounts_added=pl.DataFrame(
-            {"id": pl.Series(account_ids, dtype=pl.Int64), "person_key": account_adds["person_key"]}
-        ),
+        accounts_added=pl.DataFrame({"id": account_ids, "person_key": account_adds["person_key"]}),
     )
 
 
@@ -312,8 +364,8 @@ def record_sync_run(
         )
         .returning(SyncRun.id)
     ).scalar_one()
-    if issues.height:
-        conn.execute(insert(SyncIssue), [r | {"sync_run_id": run_id} for r in issues.to_dicts()])
+    columns = [c.name for c in _table(SyncIssue).columns if c.name in issues.columns]
+    _insert(conn, SyncIssue, issues.select(columns).with_columns(sync_run_id=pl.lit(run_id)))
     return int(run_id)
 
 
@@ -332,9 +384,11 @@ def record_hold(conn: Connection, *, sync_run_id: int, plan: SyncPlan) -> int:
             .returning(Hold.id)
         ).scalar_one()
     )
-    rows = removals_frame(plan).with_columns(hold_id=pl.lit(hold_id, pl.Int64))
-    if rows.height:
-        conn.execute(insert(HeldChange), rows.to_dicts())
+    _insert(
+        conn,
+        HeldChange,
+        removals_frame(plan).with_columns(hold_id=pl.lit(hold_id, pl.Int64)),
+    )
     return hold_id
 
 
