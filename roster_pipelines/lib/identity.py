@@ -720,22 +720,57 @@ def _finish_candidates(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+_EXISTING_SQL = """
+SELECT mc.id, mc.pair_key,
+       COALESCE(mc.account_id, l1.account_id), COALESCE(mc.other_account_id, l2.account_id),
+       mc.person_key, mc.other_person_key
+FROM merge_candidates mc
+LEFT JOIN sis_links l1 ON l1.district_id = mc.district_id AND l1.person_key = mc.person_key
+LEFT JOIN sis_links l2 ON l2.district_id = mc.district_id AND l2.person_key = mc.other_person_key
+WHERE mc.district_id = :d
+"""
+
+
 def record_candidates(
     conn: Connection, district_id: int, drop_id: str | None, candidates: pl.DataFrame
 ) -> None:
     """Upsert the drop's candidates into ``merge_candidates`` (one row per pair and
     district). A pair seen again moves to this drop (``last_drop_id``); a dismissed or
-    merged pair stays as it was decided."""
+    merged pair keeps its status. A pair first recorded with a person side (an SIS
+    person whose account that drop created) is the same pair once the person's account
+    exists: the row is updated to the account, not recorded twice."""
     if not candidates.height:
         return
     existing = query_frame(
         conn,
-        "SELECT pair_key FROM merge_candidates WHERE district_id = :d",
-        {"pair_key": pl.String},
+        _EXISTING_SQL,
+        {
+            "id": pl.Int64,
+            "pair_key": pl.String,
+            "a": pl.Int64,
+            "b": pl.Int64,
+            "pa": pl.String,
+            "pb": pl.String,
+        },
         {"d": district_id},
     )
-    new = candidates.join(existing, on="pair_key", how="anti")
-    seen = candidates.join(existing, on="pair_key", how="semi")
+    left = _entity(pl.col("a"), pl.col("pa"))
+    right = _entity(pl.col("b"), pl.col("pb"))
+    existing = existing.with_columns(
+        resolved=pl.when(left <= right)
+        .then(pl.concat_str(left, pl.lit("|"), right))
+        .otherwise(pl.concat_str(right, pl.lit("|"), left))
+    )
+    same = candidates.join(existing.select("pair_key"), on="pair_key", how="semi")
+    rest = candidates.join(existing.select("pair_key"), on="pair_key", how="anti")
+    resolved = rest.join(
+        existing.filter(pl.col("resolved") != pl.col("pair_key"))
+        .unique("resolved", keep="first")
+        .select("id", pair_key="resolved"),
+        on="pair_key",
+        how="inner",
+    )
+    new = rest.join(resolved.select("pair_key"), on="pair_key", how="anti")
     if new.height:
         conn.execute(
             insert(MergeCandidate),
@@ -744,11 +779,24 @@ def record_candidates(
                 for r in new.to_dicts()
             ],
         )
-    for chunk in chunks(seen["pair_key"].to_list()):
+    for chunk in chunks(same["pair_key"].to_list()):
         conn.execute(
             update(MergeCandidate)
             .where(MergeCandidate.district_id == district_id, MergeCandidate.pair_key.in_(chunk))
             .values(last_drop_id=drop_id)
+        )
+    for row in resolved.iter_rows(named=True):
+        conn.execute(
+            update(MergeCandidate)
+            .where(MergeCandidate.id == row["id"])
+            .values(
+                account_id=row["account_id"],
+                person_key=row["person_key"],
+                other_account_id=row["other_account_id"],
+                other_person_key=row["other_person_key"],
+                pair_key=row["pair_key"],
+                last_drop_id=drop_id,
+            )
         )
 
 

@@ -15,6 +15,7 @@ The district (two schools):
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -349,3 +350,55 @@ def test_parent_in_two_districts_keeps_one_account(tmp_path: Path, settings: Set
         }
     again = sync_folder(tmp_path / "a", district="north-usd", settings=settings, drop="a2")
     assert set(again.changes.values()) == {0}, again.changes
+
+
+def test_candidate_for_a_new_person_follows_its_account(tmp_path: Path, settings: Settings) -> None:
+    """A personal account (same name and dob, member of the school by hand) is a merge
+    candidate of a student whose account the drop creates; the next drop finds the same
+    pair through the new account and updates that one row."""
+    engine = make_engine(settings.database_url)
+    without_cara = [r for r in _students() if r[1] != "ST1"]
+    write_drop(
+        tmp_path / "d0",
+        {
+            "schools.csv": SCHOOLS,
+            "teachers.csv": _teachers(),
+            "students.csv": without_cara,
+            "classes.csv": CLASSES,
+            "enrollments.csv": [e for e in ENROLLMENTS if e[2] != "ST1"],
+        },
+    )
+    assert (
+        sync_folder(tmp_path / "d0", district=DISTRICT, settings=settings, drop="d0").status
+        == "applied"
+    )
+    with engine.begin() as conn:
+        school = conn.execute(
+            sa.select(Organisation.id).where(Organisation.sis_id == "S1")
+        ).scalar_one()
+        personal = seed_account(
+            conn, "Cara", "Diaz", [("email", "cara.d@kidmail.example", False)], dob=date(2016, 3, 4)
+        )
+        conn.execute(
+            sa.insert(OrgMembership).values(
+                org_id=school, account_id=personal, role="student", source="manual"
+            )
+        )
+
+    first = sync_folder(drop(tmp_path / "d1"), district=DISTRICT, settings=settings, drop="d1")
+    assert first.decisions["candidates"] == 1
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(MergeCandidate)).one()
+        assert (row.account_id, row.other_person_key, row.reason) == (
+            personal,
+            "student:ST1",
+            "same_name_dob",
+        )
+        cara = account_of(conn, "student:ST1")
+
+    again = sync_folder(tmp_path / "d1", district=DISTRICT, settings=settings, drop="d1-again")
+    assert again.decisions["candidates"] == 1
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(MergeCandidate)).one()  # still one row
+        assert {row.account_id, row.other_account_id} == {personal, cara}
+        assert (row.first_drop_id, row.last_drop_id) == ("d1", "d1-again")
