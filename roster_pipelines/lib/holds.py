@@ -61,7 +61,9 @@ class HoldDecision:
     removed: dict[str, int]
 
 
-def decide_hold(engine: Engine, district: str, drop: str, decision: str, *, actor: str) -> HoldDecision:
+def decide_hold(
+    engine: Engine, district: str, drop: str, decision: str, *, actor: str
+) -> HoldDecision:
     if decision not in (CONFIRM, DISCARD):
         raise HoldError(f"decision must be {CONFIRM!r} or {DISCARD!r}, not {decision!r}")
     if not actor.strip():
@@ -89,11 +91,15 @@ def decide_hold(engine: Engine, district: str, drop: str, decision: str, *, acto
         now = utcnow()
         if decision == CONFIRM:
             for table_name, model in _TABLES.items():
-                ids = conn.execute(
-                    select(HeldChange.row_id).where(
-                        HeldChange.hold_id == hold.id, HeldChange.table_name == table_name
+                ids = (
+                    conn.execute(
+                        select(HeldChange.row_id).where(
+                            HeldChange.hold_id == hold.id, HeldChange.table_name == table_name
+                        )
                     )
-                ).scalars().all()
+                    .scalars()
+                    .all()
+                )
                 count = 0
                 for chunk in chunks(list(ids)):
                     result = conn.execute(
@@ -104,7 +110,9 @@ def decide_hold(engine: Engine, district: str, drop: str, decision: str, *, acto
                     count += result.rowcount
                 key = _CHANGE_KEYS[table_name]
                 removed[key] = removed.get(key, 0) + count
-            changes = conn.execute(select(SyncRun.changes).where(SyncRun.id == hold.sync_run_id)).scalar()
+            changes = conn.execute(
+                select(SyncRun.changes).where(SyncRun.id == hold.sync_run_id)
+            ).scalar()
             conn.execute(
                 update(SyncRun)
                 .where(SyncRun.id == hold.sync_run_id)
@@ -119,4 +127,6 @@ def decide_hold(engine: Engine, district: str, drop: str, decision: str, *, acto
                 decided_by=actor.strip(),
             )
         )
-    return HoldDecision(district=district, drop=drop, decision=decision, actor=actor, removed=removed)
+    return HoldDecision(
+        district=district, drop=drop, decision=decision, actor=actor, removed=removed
+    )

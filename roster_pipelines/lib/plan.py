@@ -299,8 +299,8 @@ def build_plan(
         .sort(["account_id", "kind", "value"])
         .with_columns(n=pl.int_range(pl.len()).over(["account_id", "kind"]))
     )
-    drop_values = (
-        roster.contacts.join(account_of, on="person_key").select("account_id", "kind", "value")
+    drop_values = roster.contacts.join(account_of, on="person_key").select(
+        "account_id", "kind", "value"
     )
     shared = (
         identities.filter(pl.col("other_districts")).select("account_id")
@@ -317,9 +317,7 @@ def build_plan(
         .sort("id")
         .with_columns(n=pl.int_range(pl.len()).over(["account_id", "kind"]))
     )
-    replaced = free.join(
-        replaceable.select(*slot, "id", old_value="value"), on=slot, how="inner"
-    )
+    replaced = free.join(replaceable.select(*slot, "id", old_value="value"), on=slot, how="inner")
     remaining = free.join(replaced.select(slot), on=slot, how="anti")
     verified_kinds = (
         stale.filter(pl.col("verified"))

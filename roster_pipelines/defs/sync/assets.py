@@ -255,7 +255,9 @@ def applied_sync(
         severity=dg.AssetCheckSeverity.WARN,
         metadata={
             "status": outcome.status,
-            "hold_reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in outcome.hold_reasons) or "none"),
+            "hold_reasons": dg.MetadataValue.md(
+                "\n".join(f"- {r}" for r in outcome.hold_reasons) or "none"
+            ),
         },
     )
 
