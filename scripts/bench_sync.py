@@ -1,16 +1,30 @@
-"""Benchmark: initial sync, a 1 % churn maintenance drop and a repeated drop.
+"""Benchmark: initial sync, a 1 % churn maintenance drop and a repeated drop, per tier.
 
-Runs through the same Dagster assets as production (in process), on a fresh Postgres
-database (or SQLite with --db sqlite), and prints wall time per stage, total time and
-peak RSS. Each scenario runs --repeat times on a fresh database; medians are quoted.
+For each tier (people in the generated district) and each run: a fresh database, then
+the initial drop, a maintenance drop with 1 % churn and the same maintenance drop
+again, each through the same Dagster assets as production (in process). It prints,
+per scenario, the median wall time of each stage, rows per second (CSV data rows of
+the drop / end-to-end time), the database rows written, and the ratio to a floor
+measured in the same run:
 
-    .venv/bin/python scripts/bench_sync.py --people 10000 --repeat 3
-    .venv/bin/python scripts/bench_sync.py --people 100000 --repeat 3 --write BENCHMARKS.md
+    floor = polars reading the drop's five CSVs
+          + COPY of the same rows the sync wrote into empty tables of the same shape
+            (same columns, defaults, indexes and constraints except foreign keys)
+
+Peak RSS is per tier: each tier runs in its own process, so it is the high-water mark
+of that tier's syncs (the initial sync sets it).
+
+    .venv/bin/python scripts/bench_sync.py                                 # 10k, 3 runs
+    .venv/bin/python scripts/bench_sync.py --people 10000 100000 1000000 --repeat 3 \\
+        --data /tmp/roster-bench-data --write BENCHMARKS.md
+
+Not part of the test run. `--db sqlite` runs the embedded default (no floor).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import resource
 import statistics
@@ -20,7 +34,9 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
+import polars as pl
 import sqlalchemy as sa
 
 from roster_pipelines.defs.sync.inprocess import run_drop
@@ -28,16 +44,29 @@ from roster_pipelines.lib.config import DEFAULT_FORMAT, Settings
 from roster_pipelines.lib.drops import archive_drop
 from roster_pipelines.lib.formats import REQUIRED_FILES
 from roster_pipelines.lib.generator import generate_district
+from roster_pipelines.lib.store.engine import make_engine
 
-STAGES = [
-    "raw_roster_files",
-    "parsed_roster",
-    "validated_roster",
-    "identity_resolution",
-    "sync_plan",
-    "applied_sync",
-    "sync_report",
-]
+# Report stages: the Dagster steps that make each one.
+STAGES = {
+    "parse": ("raw_roster_files", "parsed_roster"),
+    "validate": ("validated_roster",),
+    "identity": ("identity_resolution",),
+    "plan": ("sync_plan",),
+    "apply": ("applied_sync",),
+    "report": ("sync_report",),
+}
+SCENARIOS = ("initial", "maintenance 1%", "repeat")
+# The roster tables a sync writes (every write sets updated_at).
+ROSTER_TABLES = (
+    "organisations",
+    "accounts",
+    "sis_links",
+    "contact_points",
+    "classes",
+    "org_memberships",
+    "class_memberships",
+    "guardianships",
+)
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
@@ -57,7 +86,112 @@ def _drop_database(url: str) -> None:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-def _sync(folder: Path, settings: Settings, drop: str) -> dict[str, float]:
+def _db_now(engine: sa.Engine) -> Any:
+    with engine.connect() as conn:
+        return conn.execute(sa.text("SELECT clock_timestamp()")).scalar_one()
+
+
+def _rows_written(engine: sa.Engine, since: Any) -> dict[str, int]:
+    """Rows inserted or updated since `since`, per roster table, plus the run's issues
+    and notification rows."""
+    out: dict[str, int] = {}
+    with engine.connect() as conn:
+        for table in ROSTER_TABLES:
+            out[table] = conn.execute(
+                sa.text(f"SELECT count(*) FROM {table} WHERE updated_at >= :t"), {"t": since}
+            ).scalar_one()
+        out["sync_issues"] = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM sync_issues i JOIN sync_runs r ON r.id = i.sync_run_id "
+                "WHERE r.started_at >= :t"
+            ),
+            {"t": since},
+        ).scalar_one()
+        out["notification_outbox"] = conn.execute(
+            sa.text("SELECT count(*) FROM notification_outbox WHERE created_at >= :t"),
+            {"t": since},
+        ).scalar_one()
+    return out
+
+
+def _copy_floor(engine: sa.Engine, since: Any) -> dict[str, float]:
+    """Seconds to COPY the rows written since `since` into empty tables of the same
+    shape, in one transaction, commit included (the CSV text is prepared outside the
+    clock). Measured twice: with the tables' foreign keys (`fk`: each row's references
+    are checked against the real parent tables, as in the sync) and without (`plain`:
+    LIKE ... INCLUDING ALL copies defaults, indexes and constraints but no FKs)."""
+    from adbc_driver_postgresql import dbapi
+
+    url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    blocks: dict[str, tuple[list[str], bytes]] = {}
+    fks: dict[str, list[str]] = {}
+    with dbapi.connect(url) as adbc, adbc.cursor() as cursor:
+        for table in ROSTER_TABLES:
+            cursor.execute(
+                "SELECT string_agg(column_name, ', ' ORDER BY ordinal_position) "
+                "FROM information_schema.columns "
+                f"WHERE table_name = '{table}' AND data_type NOT IN ('json', 'jsonb')"
+            )
+            columns = cursor.fetchone()[0]
+            cursor.execute(
+                f"SELECT {columns} FROM {table} WHERE updated_at >= '{since.isoformat()}'"
+            )
+            frame = pl.from_arrow(cursor.fetch_arrow_table())
+            assert isinstance(frame, pl.DataFrame)
+            if frame.height:
+                blocks[table] = (frame.columns, frame.write_csv(include_header=False).encode())
+            cursor.execute(
+                "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+                f"WHERE conrelid = '{table}'::regclass AND contype = 'f'"
+            )
+            fks[table] = [r[0] for r in cursor.fetchall()]
+    out = {}
+    for kind in ("plain", "fk"):
+        raw = engine.raw_connection()
+        try:
+            cur = raw.cursor()
+            for table in blocks:
+                cur.execute(f"DROP TABLE IF EXISTS floor_{table}")
+                cur.execute(f"CREATE TABLE floor_{table} (LIKE {table} INCLUDING ALL)")
+                for definition in fks[table] if kind == "fk" else []:
+                    cur.execute(f"ALTER TABLE floor_{table} ADD {definition}")
+            raw.commit()
+            start = time.perf_counter()
+            for table, (columns, data) in blocks.items():
+                with cur.copy(  # type: ignore[attr-defined]
+                    f"COPY floor_{table} ({', '.join(columns)}) FROM STDIN (FORMAT csv)"
+                ) as copy:
+                    step = 8 << 20
+                    for offset in range(0, len(data), step):
+                        copy.write(data[offset : offset + step])
+            raw.commit()
+            out[kind] = time.perf_counter() - start
+            for table in blocks:
+                cur.execute(f"DROP TABLE floor_{table}")
+            raw.commit()
+        finally:
+            raw.close()
+    return out
+
+
+def _read_floor(folder: Path) -> float:
+    start = time.perf_counter()
+    for name in REQUIRED_FILES[DEFAULT_FORMAT]:
+        pl.read_csv(folder / name, infer_schema=False)
+    return time.perf_counter() - start
+
+
+def _data_rows(folder: Path) -> int:
+    rows = 0
+    for name in REQUIRED_FILES[DEFAULT_FORMAT]:
+        with open(folder / name, "rb") as handle:
+            rows += sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b"")) - 1
+    return rows
+
+
+def _sync(
+    folder: Path, settings: Settings, drop: str, engine: sa.Engine, postgres: bool
+) -> dict[str, Any]:
     manifest = archive_drop(
         folder,
         settings.landing_root,
@@ -66,69 +200,157 @@ def _sync(folder: Path, settings: Settings, drop: str) -> dict[str, float]:
         format=DEFAULT_FORMAT,
         file_names=REQUIRED_FILES[DEFAULT_FORMAT],
     )
+    since = _db_now(engine)
     start = time.perf_counter()
     run = run_drop(manifest, settings)
     total = time.perf_counter() - start
-    timings = {
+    steps = {
         e.step_key: e.event_specific_data.duration_ms / 1000  # type: ignore[union-attr]
         for e in run.result.all_events
         if e.event_type_value == "STEP_SUCCESS"
     }
     assert run.outcome.status == "applied", run.outcome.status
-    return {**timings, "total": total}
+    result: dict[str, Any] = {
+        stage: sum(steps.get(s, 0.0) for s in keys) for stage, keys in STAGES.items()
+    }
+    result["total"] = total
+    written = _rows_written(engine, since)
+    result["rows_written"] = sum(written.values())
+    result["written"] = written
+    if postgres:
+        read = _read_floor(folder)
+        copy = _copy_floor(engine, since)
+        result["floor"] = read + copy["fk"]
+        result["floor_no_fk"] = read + copy["plain"]
+    return result
+
+
+def run_tier(args: argparse.Namespace, people: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="roster-bench-") as tmp:
+        work = Path(tmp)
+        data = Path(args.data) / f"p{people}" if args.data else work / "data"
+        initial, maintenance = data / "initial", data / "maintenance"
+        if not (maintenance / "enrollments.csv").exists():
+            generate_district(initial, people=people, seed=1)
+            generate_district(
+                maintenance, people=people, seed=2, maintenance_of=initial, churn=0.01
+            )
+        input_rows = {"initial": _data_rows(initial)}
+        input_rows["maintenance 1%"] = input_rows["repeat"] = _data_rows(maintenance)
+        folders = {"initial": initial, "maintenance 1%": maintenance, "repeat": maintenance}
+        results: dict[str, list[dict[str, Any]]] = {s: [] for s in SCENARIOS}
+        postgres = args.db == "postgres"
+        for i in range(args.repeat):
+            url = _fresh_database(args.db, work)
+            settings = Settings.from_env(state_dir=str(work / f"state{i}"), database_url=url)
+            engine = make_engine(url)
+            try:
+                for scenario in SCENARIOS:
+                    r = _sync(folders[scenario], settings, f"{scenario[:5]}{i}", engine, postgres)
+                    r["rows_per_s"] = input_rows[scenario] / r["total"]
+                    results[scenario].append(r)
+                    print(f"  {people:,} run {i + 1}: {scenario} {r['total']:.1f} s", flush=True)
+            finally:
+                engine.dispose()
+                _drop_database(url)
+    return {
+        "people": people,
+        "repeat": args.repeat,
+        "db": args.db,
+        "input_rows": input_rows,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "runs": results,
+    }
+
+
+def _median(runs: list[dict[str, Any]], key: str) -> float:
+    return statistics.median(float(r[key]) for r in runs if key in r)
+
+
+def render(tiers: list[dict[str, Any]], command: str) -> str:
+    tier0 = tiers[0]
+    lines = [
+        f"`{command}` — {time.strftime('%Y-%m-%d')}, {platform.machine()}, {_cores()} cores, "
+        f"Python {platform.python_version()}, {tier0['db']}, median of {tier0['repeat']} runs "
+        "(each on a fresh database)",
+        "",
+    ]
+    for tier in tiers:
+        postgres = tier["db"] == "postgres"
+        lines += [
+            f"#### {tier['people']:,} people — peak RSS {tier['peak_rss_mb']:,.0f} MB",
+            "",
+            "| scenario | input rows | "
+            + " | ".join(STAGES)
+            + " | total s | rows/s | rows written"
+            + (" | floor s | × floor | floor w/o FK s" if postgres else "")
+            + " |",
+            "|---" * (len(STAGES) + 5 + (3 if postgres else 0)) + "|",
+        ]
+        for scenario, runs in tier["runs"].items():
+            cells = [f"{_median(runs, s):.2f}" for s in STAGES]
+            total = _median(runs, "total")
+            row = (
+                f"| {scenario} | {tier['input_rows'][scenario]:,} | "
+                + " | ".join(cells)
+                + f" | **{total:.2f}** | {_median(runs, 'rows_per_s'):,.0f}"
+                f" | {int(_median(runs, 'rows_written')):,}"
+            )
+            if postgres:
+                floor = _median(runs, "floor")
+                ratio = statistics.median(r["total"] / r["floor"] for r in runs)
+                row += f" | {floor:.2f} | {ratio:.1f} | {_median(runs, 'floor_no_fk'):.2f}"
+            lines.append(row + " |")
+        lines.append("")
+    if len(tiers) > 1:
+        lines += [
+            "Growth (median end-to-end seconds; × = ratio to the previous tier):",
+            "",
+            "| scenario | " + " | ".join(f"{t['people']:,}" for t in tiers) + " |",
+            "|---" * (len(tiers) + 1) + "|",
+        ]
+        for scenario in SCENARIOS:
+            cells, previous = [], None
+            for tier in tiers:
+                total = _median(tier["runs"][scenario], "total")
+                cells.append(f"{total:.2f}" + (f" (×{total / previous:.1f})" if previous else ""))
+                previous = total
+            lines.append(f"| {scenario} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--people", type=int, default=10_000)
+    parser.add_argument("--people", type=int, nargs="+", default=[10_000])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--db", choices=["postgres", "sqlite"], default="postgres")
-    parser.add_argument("--write", help="append the results to this Markdown file")
+    parser.add_argument("--data", help="keep generated drops here and reuse them")
+    parser.add_argument("--json", help="write the raw results (all runs) to this file")
+    parser.add_argument("--write", help="append the Markdown results to this file")
+    parser.add_argument("--tier-json", help=argparse.SUPPRESS)  # one tier, in a child
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="roster-bench-") as tmp:
-        work = Path(tmp)
-        initial, maintenance = work / "initial", work / "maintenance"
-        generate_district(initial, people=args.people, seed=1)
-        generate_district(
-            maintenance, people=args.people, seed=2, maintenance_of=initial, churn=0.01
-        )
-        results: dict[str, list[dict[str, float]]] = {
-            "initial": [],
-            "maintenance 1%": [],
-            "repeat": [],
-        }
-        for i in range(args.repeat):
-            url = _fresh_database(args.db, work)
-            settings = Settings.from_env(state_dir=str(work / f"state{i}"), database_url=url)
-            try:
-                results["initial"].append(_sync(initial, settings, f"initial{i}"))
-                results["maintenance 1%"].append(_sync(maintenance, settings, f"maint{i}"))
-                results["repeat"].append(_sync(maintenance, settings, f"repeat{i}"))
-            finally:
-                _drop_database(url)
-    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-    header = "| scenario | " + " | ".join(s.replace("_", " ") for s in STAGES) + " | total |"
-    lines = [
-        f"### {args.people:,} people, {args.db}, median of {args.repeat}",
-        "",
-        f"`.venv/bin/python scripts/bench_sync.py --people {args.people} --repeat {args.repeat} --db {args.db}`"
-        f" — {time.strftime('%Y-%m-%d')}, {platform.machine()}, {_cores()} cores, Python {platform.python_version()},"
-        f" peak RSS {peak_rss_mb:,.0f} MB",
-        "",
-        header,
-        "|" + "---|" * (len(STAGES) + 2),
-    ]
-    for scenario, runs in results.items():
-        cells = [
-            f"{statistics.median(r.get(s, 0.0) for r in runs):.2f}" for s in [*STAGES, "total"]
-        ]
-        lines.append(f"| {scenario} | " + " | ".join(cells) + " |")
-    text = "\n".join(lines) + "\n"
+    if args.tier_json:
+        Path(args.tier_json).write_text(json.dumps(run_tier(args, args.people[0]), default=str))
+        return
+    tiers = []
+    with tempfile.TemporaryDirectory(prefix="roster-bench-json-") as tmp:
+        for people in args.people:
+            out = Path(tmp) / f"{people}.json"
+            child = [sys.executable, __file__, "--people", str(people), "--repeat"]
+            child += [str(args.repeat), "--db", args.db, "--tier-json", str(out)]
+            if args.data:
+                child += ["--data", args.data]
+            subprocess.run(child, check=True)
+            tiers.append(json.loads(out.read_text()))
+    command = "python scripts/bench_sync.py " + " ".join(sys.argv[1:])
+    text = render(tiers, command)
     print(text)
+    if args.json:
+        Path(args.json).write_text(json.dumps(tiers, indent=1, default=str))
     if args.write:
         with open(args.write, "a") as handle:
             handle.write("\n" + text)
