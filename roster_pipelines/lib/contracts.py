@@ -44,6 +44,10 @@ teacher keeps is TEACHER_EMAIL_TAKEN (error; the teacher is skipped). A parent l
 with no contact point at all has no account: GUARDIAN_NO_CONTACT (alert) and their
 guardian links and memberships go without further issues.
 
+Guardians: a student with more than MAX_GUARDIANS (5) guardian links is a
+TOO_MANY_GUARDIANS alert on the student's first guardian row, naming every row; the
+links apply, and the plan's guard (`plan.MAX_GUARDIANS`) holds the drop (R10).
+
 Result invariants (tested): people unique by person_key; every membership, contact,
 enrollment and guardian link points at a person in people; every enrollment at a class
 in classes; every class at a school in schools and an owner who is a teacher in people;
