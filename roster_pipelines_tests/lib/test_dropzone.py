@@ -176,12 +176,14 @@ def test_a_tick_lists_a_bounded_number_of_objects_round_robin(tmp_path: Path) ->
 
 
 def test_archiving_stops_for_the_tick_when_its_time_budget_is_spent(tmp_path: Path) -> None:
+    """The budget counts from the start of the tick (listing included); one drop always runs."""
     zone, landing = tmp_path / "zone", tmp_path / "landing"
     for i in range(4):
         (write_drop(zone / f"d{i}", {}) / "_READY").write_text("")
     ticks = iter(range(0, 1000, 3))  # every look at the clock: 3 s later
-    options = WatchOptions(format=FORMAT, archive_budget_seconds=5)
+    options = WatchOptions(format=FORMAT, tick_budget_seconds=5)
     out = tick(LocalZone(zone), landing, None, options=options, now=100, clock=lambda: next(ticks))
+    # The tick starts at 0 s; d0 always runs; before d1 the clock says 3 s, before d2 6 s.
     assert [s.manifest.district for s in out.started] == ["d0", "d1"]
     assert out.waiting == {
         d: "ready; starts on a later tick (per-tick limit)" for d in ("d2", "d3")
