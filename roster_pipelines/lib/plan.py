@@ -55,6 +55,7 @@ CHANGE_KEYS = (
     "guardianships_added",
     "guardianships_removed",
     "contacts_added",
+    "contacts_updated",
 )
 
 
@@ -125,6 +126,7 @@ class SyncPlan:
             "guardianships_added": n(self.guardianships.adds) + n(self.guardianships.reactivations),
             "guardianships_removed": n(self.guardianships.removals) if r else 0,
             "contacts_added": n(self.contacts.adds),
+            "contacts_updated": n(self.contacts.updates),
         }
 
 

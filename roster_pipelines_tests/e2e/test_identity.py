@@ -263,6 +263,7 @@ def test_decisions_resyncs_and_contact_updates(tmp_path: Path, settings: Setting
     )
     assert third.status == "applied"
     assert third.changes["accounts_created"] == 0
+    assert third.changes["contacts_updated"] == 2  # T2's and Dana's emails, in place
     kept = third.issues.filter(third.issues["code"] == "CONTACT_VERIFIED_KEPT")
     assert kept.height == 1 and "ann.lee2@identity.k12.us" in kept["message"][0]
     with engine.connect() as conn:

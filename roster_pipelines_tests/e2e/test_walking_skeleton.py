@@ -263,6 +263,7 @@ def test_initial_maintenance_and_repeat(
         "guardianships_added": 0,
         "guardianships_removed": 1,
         "contacts_added": 0,
+        "contacts_updated": 0,
     }
     with engine.connect() as conn:
         st2 = _account_of(conn, "student:ST2")
