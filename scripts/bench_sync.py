@@ -271,14 +271,14 @@ def render(tiers: list[dict[str, Any]], command: str) -> str:
     tier0 = tiers[0]
     lines = [
         f"`{command}` — {time.strftime('%Y-%m-%d')}, {platform.machine()}, {_cores()} cores, "
-        f"Python {platform.python_version()}, {tier0['db']}, median of {tier0['repeat']} runs "
-        "(each on a fresh database)",
+        f"Python {platform.python_version()}, {tier0['db']}, each run on a fresh database",
         "",
     ]
     for tier in tiers:
         postgres = tier["db"] == "postgres"
         lines += [
-            f"#### {tier['people']:,} people — peak RSS {tier['peak_rss_mb']:,.0f} MB",
+            f"#### {tier['people']:,} people — median of {tier['repeat']} run(s), "
+            f"peak RSS {tier['peak_rss_mb']:,.0f} MB",
             "",
             "| scenario | input rows | "
             + " | ".join(STAGES)
