@@ -171,8 +171,8 @@ def render_markdown(
     if data is not None and data.merge_candidates:
         lines += ["", f"## Merge candidates ({len(data.merge_candidates)})", ""]
         lines += [
-            f"- {_md(m['person'])}: {_md(m['contact'])} already belongs to account "
-            f"{m['existing_account_id']}"
+            f"- {_md(m['person'])}: {_md(m['contact'])} ({_md(m['where'])}); "
+            f"possibly the same person as account {m['existing_account_id']}"
             for m in data.merge_candidates[:20]
         ]
     if outcome.issues.height:

@@ -251,9 +251,24 @@ def _history(conn: Connection, district_id: int) -> list[dict[str, Any]]:
     return out
 
 
-def _merge_candidates(conn: Connection, issues: pl.DataFrame) -> list[dict[str, Any]]:
+def _merge_candidates(
+    conn: Connection, district_id: int, drop: str, issues: pl.DataFrame
+) -> list[dict[str, Any]]:
+    """Identity resolution's candidates for this drop (contact conflicts and likely
+    duplicates, R2), then contacts the drop could not add because another account
+    already owns them (CONTACT_IN_USE)."""
+    from roster_pipelines.lib.identity import drop_candidates
+
+    out = [
+        {
+            "person": r["person_key"] or f"account {r['account_id']}",
+            "contact": r["detail"] or "",
+            "existing_account_id": r["other_account_id"],
+            "where": (r["reason"] or "").replace("_", " "),
+        }
+        for r in drop_candidates(conn, district_id, drop).head(200).iter_rows(named=True)
+    ]
     rows = issues.filter(pl.col("code") == "CONTACT_IN_USE")
-    out = []
     for r in rows.head(200).iter_rows(named=True):
         value = (r["value"] or "").strip()
         owner = None
@@ -362,5 +377,5 @@ def build_report_data(
             else:
                 setattr(target, key, getattr(target, key) + int(r["len"]))
         data.history = _history(conn, district_id)
-        data.merge_candidates = _merge_candidates(conn, issues)
+        data.merge_candidates = _merge_candidates(conn, district_id, drop, issues)
     return data

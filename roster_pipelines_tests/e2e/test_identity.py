@@ -217,6 +217,12 @@ def test_decisions_resyncs_and_contact_updates(tmp_path: Path, settings: Setting
         assert candidates.select("account_id", "other_account_id", "reason").rows() == [
             (seeded["hana_email"], seeded["hana_phone"], "contact_conflict")
         ]
+    # The candidate is in the drop's report for the district admin (HTML and summary).
+    report = settings.reports_root / DISTRICT / "d1"
+    html = (report / "report.html").read_text()
+    assert 'id="merge-candidates"' in html and "parent:email:hana.park@yahoo.com" in html
+    assert "contact conflict" in html
+    with engine.connect() as conn:
         # Siblings in two schools share one guardian account.
         dana = account_of(conn, "parent:email:dana.diaz@gmail.com")
         assert (
