@@ -422,6 +422,31 @@ def _conform(table: str, frame: pl.DataFrame) -> pl.DataFrame:
     return frame.select([pl.col(n).cast(t) for n, t in schema.items()])
 
 
+def _duplicate_id_issues(
+    differing: pl.DataFrame, table: str, id_column: str, noun: str
+) -> pl.DataFrame:
+    """DUPLICATE_ID for later rows that reuse an id with other data (the first row wins)."""
+    return issue_frame(
+        differing,
+        "DUPLICATE_ID",
+        ids=_IDS[table],
+        field=id_column,
+        value=pl.col(id_column),
+        message=text(
+            *AT,
+            f"{noun} ",
+            pl.col(id_column),
+            " is also on row ",
+            pl.col("first_row"),
+            " with a different ",
+            pl.col("fields"),
+            "; row ",
+            pl.col("first_row"),
+            " was used",
+        ),
+    )
+
+
 def _first_wins(
     frame: pl.DataFrame, key: str, compare: Sequence[str], first: str | None = None
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -624,27 +649,7 @@ class _Validator:
     def check_schools(self) -> pl.DataFrame:
         schools = self.live(self.t["schools"])
         winners, differing = _first_wins(schools, "school_id", ["name", "org_type"])
-        self.add(
-            issue_frame(
-                differing,
-                "DUPLICATE_ID",
-                ids=_IDS["schools"],
-                field="school_id",
-                value=pl.col("school_id"),
-                message=text(
-                    *AT,
-                    "school ",
-                    pl.col("school_id"),
-                    " is also on row ",
-                    pl.col("first_row"),
-                    " with a different ",
-                    pl.col("fields"),
-                    "; row ",
-                    pl.col("first_row"),
-                    " was used",
-                ),
-            )
-        )
+        self.add(_duplicate_id_issues(differing, "schools", "school_id", "school"))
         return winners
 
     def school_checks(self, table: str, frame: pl.DataFrame, schools: pl.DataFrame) -> pl.DataFrame:
@@ -926,27 +931,7 @@ class _Validator:
         classes, differing = _first_wins(
             classes, "class_id", ["school_id", "name", "owner_person_key"]
         )
-        self.add(
-            issue_frame(
-                differing,
-                "DUPLICATE_ID",
-                ids=_IDS["classes"],
-                field="class_id",
-                value=pl.col("class_id"),
-                message=text(
-                    *AT,
-                    "class ",
-                    pl.col("class_id"),
-                    " is also on row ",
-                    pl.col("first_row"),
-                    " with a different ",
-                    pl.col("fields"),
-                    "; row ",
-                    pl.col("first_row"),
-                    " was used",
-                ),
-            )
-        )
+        self.add(_duplicate_id_issues(differing, "classes", "class_id", "class"))
         classes = self.school_checks("classes", classes, schools)
         teachers = self.t["people"].filter(pl.col("role") == c.ROLE_TEACHER)["person_key"]
         owner = pl.col("owner_person_key")
