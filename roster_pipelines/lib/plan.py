@@ -22,7 +22,7 @@ from roster_pipelines.lib.canonical import (
     Roster,
 )
 from roster_pipelines.lib.identity import LINKED
-from roster_pipelines.lib.issues import ISSUES_SCHEMA, issue_row, issues_frame
+from roster_pipelines.lib.issues import concat_issues, with_catalogue
 from roster_pipelines.lib.store.state import CurrentState
 
 ID = pl.Int64
@@ -130,6 +130,25 @@ class SyncPlan:
         }
 
 
+def _person_issues(
+    rows: pl.DataFrame, code: str, message: pl.Expr, *, with_value: bool = True
+) -> pl.DataFrame:
+    """One issue per row of `rows` (src_file, src_row, person_key and, with a value,
+    source_column and raw_value), built column-wise."""
+    none = pl.lit(None, pl.String)
+    return with_catalogue(
+        rows.select(
+            file="src_file",
+            row="src_row",
+            ids=pl.format("person={}", "person_key"),
+            field=pl.col("source_column") if with_value else none,
+            value=pl.col("raw_value") if with_value else none,
+            message=message,
+        ),
+        code,
+    )
+
+
 def _with_temp_ids(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(temp_id=-(pl.int_range(1, frame.height + 1, dtype=ID)))
 
@@ -168,7 +187,7 @@ def build_plan(
 ) -> SyncPlan:
     """Work out every change the drop makes. `contact_owners` (kind, value, account_id)
     lists existing accounts owning any contact value of the drop."""
-    plan_issues: list[dict[str, object]] = []
+    plan_issues: list[pl.DataFrame] = []
 
     # Schools and programs.
     schools = roster.schools.select("school_id", "name", kind="org_type")
@@ -262,14 +281,14 @@ def build_plan(
     #   resolution records the two accounts as merge candidates).
     # Identity alerts (IDENTITY_CONFLICT, ACCOUNT_TAKEN) travel on `identities`.
     if "alert_code" in identities.columns:
-        for row in identities.filter(pl.col("alert_code").is_not_null()).iter_rows(named=True):
+        alerts = identities.filter(pl.col("alert_code").is_not_null())
+        for code in sorted(alerts["alert_code"].unique().to_list()):
             plan_issues.append(
-                issue_row(
-                    row["alert_code"],
-                    file=row["src_file"],
-                    row=row["src_row"],
-                    ids={"person": row["person_key"]},
-                    message=row["alert_message"],
+                _person_issues(
+                    alerts.filter(pl.col("alert_code") == code),
+                    code,
+                    pl.col("alert_message"),
+                    with_value=False,
                 )
             )
     desired_contacts = (
@@ -280,21 +299,19 @@ def build_plan(
     taken = desired_contacts.filter(
         pl.col("owner_id").is_not_null() & (pl.col("owner_id") != pl.col("account_id"))
     )
-    for row in taken.iter_rows(named=True):
-        plan_issues.append(
-            issue_row(
-                "CONTACT_IN_USE",
-                file=row["src_file"],
-                row=row["src_row"],
-                ids={"person": row["person_key"]},
-                field=row["source_column"],
-                value=row["raw_value"],
-                message=(
-                    f"{row['src_file']} row {row['src_row']}: {row['value']} already belongs to another "
-                    "account in the app, so it was not added to this person"
-                ),
-            )
+    plan_issues.append(
+        _person_issues(
+            taken,
+            "CONTACT_IN_USE",
+            pl.format(
+                "{} row {}: {} already belongs to another account in the app, so it was not "
+                "added to this person",
+                "src_file",
+                "src_row",
+                "value",
+            ),
         )
+    )
     slot = ["account_id", "kind", "n"]
     free = (
         desired_contacts.filter(pl.col("owner_id").is_null())
@@ -328,22 +345,22 @@ def build_plan(
         .select("account_id", "kind", kept_value="value")
     )
     kept = remaining.join(verified_kinds, on=["account_id", "kind"], how="inner")
-    for row in kept.iter_rows(named=True):
-        plan_issues.append(
-            issue_row(
-                "CONTACT_VERIFIED_KEPT",
-                file=row["src_file"],
-                row=row["src_row"],
-                ids={"person": row["person_key"]},
-                field=row["source_column"],
-                value=row["raw_value"],
-                message=(
-                    f"{row['src_file']} row {row['src_row']}: the SIS {row['kind']} "
-                    f"{row['value']} was not applied: the account's verified {row['kind']} "
-                    f"{row['kept_value']} is never overwritten by a sync"
-                ),
-            )
+    plan_issues.append(
+        _person_issues(
+            kept,
+            "CONTACT_VERIFIED_KEPT",
+            pl.format(
+                "{} row {}: the SIS {} {} was not applied: the account's verified {} {} is never "
+                "overwritten by a sync",
+                "src_file",
+                "src_row",
+                "kind",
+                "value",
+                "kind",
+                "kept_value",
+            ),
         )
+    )
     contacts_changes = TableChanges(
         adds=remaining.join(verified_kinds, on=["account_id", "kind"], how="anti").select(
             "account_id", "kind", "value"
@@ -466,7 +483,7 @@ def build_plan(
         guardianships=guardianship_changes,
         accounts_linked=int(identities.filter(pl.col("decision") == LINKED).height),
         hold_reasons=[],
-        issues=issues_frame(plan_issues) if plan_issues else pl.DataFrame(schema=ISSUES_SCHEMA),
+        issues=concat_issues(*plan_issues),
         base_run_id=current.last_run_id,
     )
     _label_removals(plan, current)
