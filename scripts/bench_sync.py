@@ -44,7 +44,7 @@ from roster_pipelines.lib.config import DEFAULT_FORMAT, Settings
 from roster_pipelines.lib.drops import archive_drop
 from roster_pipelines.lib.formats import REQUIRED_FILES
 from roster_pipelines.lib.generator import generate_district
-from roster_pipelines.lib.store.engine import make_engine
+from roster_pipelines.lib.store.engine import ROSTER_TABLES, make_engine
 
 # Report stages: the Dagster steps that make each one.
 STAGES = {
@@ -56,17 +56,6 @@ STAGES = {
     "report": ("sync_report",),
 }
 SCENARIOS = ("initial", "maintenance 1%", "repeat")
-# The roster tables a sync writes (every write sets updated_at).
-ROSTER_TABLES = (
-    "organisations",
-    "accounts",
-    "sis_links",
-    "contact_points",
-    "classes",
-    "org_memberships",
-    "class_memberships",
-    "guardianships",
-)
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 

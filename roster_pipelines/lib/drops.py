@@ -65,7 +65,7 @@ class DropManifest:
     format: str
     content_hash: str
     files: tuple[ArchivedFile, ...]
-    archived_at: str
+    archived_at: str  # ISO, to the microsecond, so drops archived in one second still order
     source: str
 
     @property
@@ -221,7 +221,7 @@ def archive_streams(
             format=format,
             content_hash=digest,
             files=tuple(files),
-            archived_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            archived_at=datetime.now(UTC).isoformat(timespec="microseconds"),
             source=source,
         )
         target = manifest.folder(landing_root)

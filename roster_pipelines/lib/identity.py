@@ -56,12 +56,13 @@ from __future__ import annotations
 import io
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import polars as pl
 from sqlalchemy import Connection, insert, select, text, update
 
 from roster_pipelines.lib.canonical import CONTACT_EMAIL, CONTACT_PHONE, ROLE_STUDENT, Roster
-from roster_pipelines.lib.store.frames import chunks
+from roster_pipelines.lib.store.frames import bulk_reader, chunks, read_arrow
 from roster_pipelines.lib.store.models import MergeCandidate
 
 ALREADY_LINKED = "already_linked"
@@ -125,6 +126,9 @@ _LINKS_SCHEMA = {
 class Resolution:
     identities: pl.DataFrame  # IDENTITY_SCHEMA, one row per person of the drop
     candidates: pl.DataFrame  # CANDIDATES_SCHEMA, one row per pair
+    # OWNERS_SCHEMA: the app accounts owning the drop's contact points (the plan uses
+    # them too, so the database is asked once per drop).
+    contact_owners: pl.DataFrame
 
 
 # --- reading the database set-based --------------------------------------------------
@@ -141,13 +145,16 @@ def _bool(column: str) -> pl.Expr:
 
 
 def query_frame(
-    conn: Connection, sql: str, schema: dict, params: dict | None = None
+    conn: Connection, sql: str, schema: dict, params: dict | None = None, *, reader: Any = None
 ) -> pl.DataFrame:
     """Run a SELECT and return its rows as a frame with `schema`.
 
     On Postgres the rows travel as CSV through ``COPY (...) TO STDOUT`` (several times
-    faster than fetching Python tuples at a million rows); `params` are integers,
-    rendered into the statement. On SQLite it is a plain query with bound parameters.
+    faster than fetching Python tuples at a million rows), or as Arrow columns through
+    `reader` (an ADBC connection from `frames.bulk_reader`: committed data only, so
+    only for queries that need no temporary table of this transaction); `params` are
+    integers, rendered into the statement. On SQLite it is a plain query with bound
+    parameters.
     """
     params = params or {}
     raw = {c: (t if t == pl.Int64 else pl.String) for c, t in schema.items()}
@@ -156,6 +163,8 @@ def query_frame(
             if not isinstance(value, int):
                 raise TypeError("query_frame binds integer parameters only")
             sql = sql.replace(f":{name}", str(int(value)))
+        if reader is not None:
+            return read_arrow(reader, sql, schema)
         buffer = io.BytesIO()
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
@@ -255,7 +264,7 @@ def contact_owners(conn: Connection, wanted: pl.DataFrame) -> pl.DataFrame:
         _drop_stage(conn, stage)
 
 
-def _links(conn: Connection, district_id: int) -> pl.DataFrame:
+def _links(conn: Connection, district_id: int, reader: Any = None) -> pl.DataFrame:
     """The district's SIS links, each with its surviving account (tombstones followed)."""
     return query_frame(
         conn,
@@ -264,6 +273,7 @@ def _links(conn: Connection, district_id: int) -> pl.DataFrame:
         "WHERE sl.district_id = :d",
         _LINKS_SCHEMA,
         {"d": district_id},
+        reader=reader,
     )
 
 
@@ -295,9 +305,17 @@ def _first_rows(roster: Roster) -> pl.DataFrame:
 
 def resolve_identities(conn: Connection, district_id: int, roster: Roster) -> Resolution:
     """Every person of the drop with its account (null when one must be created), the
-    decision and its reason; plus the merge candidates the drop reveals."""
+    decision and its reason; plus the merge candidates the drop reveals.
+
+    The district-wide reads (links, the district's accounts and phones) go through a
+    bulk reader on Postgres (`frames.bulk_reader`)."""
+    with bulk_reader(conn) as reader:
+        return _resolve(conn, district_id, roster, reader)
+
+
+def _resolve(conn: Connection, district_id: int, roster: Roster, reader: Any) -> Resolution:
     people = _first_rows(roster).select("person_key", "role", "sis_id", "src_file", "src_row")
-    links = _links(conn, district_id)
+    links = _links(conn, district_id, reader)
     present = people.select("person_key")
 
     bound = people.join(links.select("person_key", "account_id"), on="person_key", how="inner")
@@ -519,7 +537,7 @@ def resolve_identities(conn: Connection, district_id: int, roster: Roster) -> Re
         reason=pl.lit(CONTACT_CONFLICT),
         detail="detail",
     )
-    similar = _similar_candidates(conn, district_id, roster, identities)
+    similar = _similar_candidates(conn, district_id, roster, identities, reader)
     candidates = _finish_candidates(
         pl.concat(
             [
@@ -529,7 +547,7 @@ def resolve_identities(conn: Connection, district_id: int, roster: Roster) -> Re
             how="vertical_relaxed",
         )
     )
-    return Resolution(identities=identities, candidates=candidates)
+    return Resolution(identities=identities, candidates=candidates, contact_owners=owners)
 
 
 # --- merge candidates inside the district ---------------------------------------------
@@ -581,7 +599,11 @@ def _entity(account: pl.Expr, person: pl.Expr) -> pl.Expr:
 
 
 def _similar_candidates(
-    conn: Connection, district_id: int, roster: Roster, identities: pl.DataFrame
+    conn: Connection,
+    district_id: int,
+    roster: Roster,
+    identities: pl.DataFrame,
+    reader: Any = None,
 ) -> pl.DataFrame:
     """same_name_phone and same_name_dob pairs among the district's people and accounts."""
     drop_people = (
@@ -596,9 +618,14 @@ def _similar_candidates(
         _ORG_ACCOUNTS_SQL,
         {"id": pl.Int64, "first_name": pl.String, "last_name": pl.String, "dob": pl.Date},
         {"d": district_id},
+        reader=reader,
     ).with_columns(entity=_entity(pl.col("id"), pl.lit(None, pl.String)))
     phones_db = query_frame(
-        conn, _ORG_PHONES_SQL, {"account_id": pl.Int64, "value": pl.String}, {"d": district_id}
+        conn,
+        _ORG_PHONES_SQL,
+        {"account_id": pl.Int64, "value": pl.String},
+        {"d": district_id},
+        reader=reader,
     )
     names = (
         pl.concat(

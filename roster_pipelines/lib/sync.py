@@ -31,6 +31,7 @@ from roster_pipelines.lib.plan import (
     changes_frame,
     removals_frame,
 )
+from roster_pipelines.lib.store.engine import refresh_statistics
 from roster_pipelines.lib.store.locks import lock_district
 from roster_pipelines.lib.store.models import DistrictSettings
 from roster_pipelines.lib.store.state import (
@@ -61,6 +62,9 @@ class IdentityResult:
     # Merge candidates the drop revealed (lib.identity.CANDIDATES_SCHEMA); also stored
     # in the merge_candidates table with last_drop_id = the drop (identity.drop_candidates).
     candidates: pl.DataFrame = field(default_factory=pl.DataFrame)
+    # The accounts owning the drop's contact points, as identity read them (the plan
+    # reuses them; None: read them again).
+    contact_owners: pl.DataFrame | None = None
 
 
 @dataclass
@@ -117,6 +121,7 @@ def resolve_drop(
         resolution.identities,
         decision_counts(resolution.identities, resolution.candidates),
         resolution.candidates,
+        resolution.contact_owners,
     )
 
 
@@ -128,7 +133,9 @@ def plan_drop(
         current = load_current_state(
             conn, identity.district_id, extra_account_ids=linked_ids, bulk=True
         )
-        owners = contact_owners(conn, roster.contacts.select("kind", "value"))
+        owners = identity.contact_owners
+        if owners is None:
+            owners = contact_owners(conn, roster.contacts.select("kind", "value"))
         thresholds = conn.execute(
             select(DistrictSettings.removal_thresholds).where(
                 DistrictSettings.district_id == identity.district_id
@@ -217,6 +224,8 @@ def apply_drop(
         if status != DRY_RUN:
             # The people this drop notifies, in its transaction (outbox; R12-R14).
             enqueue_sync_notifications(conn, plan, applied, run_id)
+    if status in (APPLIED, HELD):
+        refresh_statistics(engine, sum(changes.values()))
     return SyncOutcome(
         district=manifest.district,
         drop=manifest.drop,

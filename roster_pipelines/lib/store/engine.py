@@ -76,3 +76,42 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 def forget_migrated(engine: Engine) -> None:
     """Tests that drop a schema call this so the next engine migrates again."""
     _migrated.discard(engine.url.render_as_string(hide_password=False))
+
+
+# The tables a sync writes in bulk; their statistics steer the plan's reads.
+ROSTER_TABLES = (
+    "accounts",
+    "sis_links",
+    "contact_points",
+    "organisations",
+    "classes",
+    "org_memberships",
+    "class_memberships",
+    "guardianships",
+)
+ANALYZE_MIN_ROWS = 10_000  # below this a drop cannot move the statistics much
+ANALYZE_FRACTION = 0.1  # the share autovacuum waits for (autovacuum_analyze_scale_factor)
+
+
+def refresh_statistics(engine: Engine, rows_written: int) -> bool:
+    """ANALYZE the roster tables after an apply that changed a large share of them.
+
+    Autovacuum would do it too, but minutes later: a drop planned right after a large
+    initial sync otherwise reads a million rows through plans made for empty tables
+    (nested loops where a hash join belongs: 2.7 s instead of 0.7 s for one read at
+    a million people). Postgres only; returns whether it ran.
+    """
+    if engine.dialect.name != "postgresql" or rows_written < ANALYZE_MIN_ROWS:
+        return False
+    with engine.connect() as conn:
+        tuples = conn.exec_driver_sql(
+            "SELECT relname, reltuples FROM pg_class WHERE relkind = 'r' AND relname = ANY(%(t)s)",
+            {"t": list(ROSTER_TABLES)},
+        ).all()
+    never_analyzed = any(reltuples < 0 for _, reltuples in tuples)
+    known = sum(max(reltuples, 0) for _, reltuples in tuples)
+    if not never_analyzed and rows_written <= ANALYZE_FRACTION * known:
+        return False
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql(f"ANALYZE {', '.join(ROSTER_TABLES)}")
+    return True

@@ -50,7 +50,7 @@ def read_frame(
     """
     if is_postgres(conn):
         if reader is not None:
-            return _read_adbc(reader, _sql(conn, stmt), schema)
+            return read_arrow(reader, _sql(conn, stmt), schema)
         return _copy_out(conn, stmt, schema)
     rows = conn.execute(stmt).all()
     return pl.DataFrame([tuple(r) for r in rows], schema=schema, orient="row")
@@ -76,7 +76,8 @@ def bulk_reader(conn: Connection) -> Iterator[Any]:
         adbc.close()
 
 
-def _read_adbc(adbc: Any, sql: str, schema: dict[str, Any]) -> pl.DataFrame:
+def read_arrow(adbc: Any, sql: str, schema: dict[str, Any]) -> pl.DataFrame:
+    """`sql`'s rows through an ADBC connection from `bulk_reader`, as a frame with `schema`."""
     with adbc.cursor() as cursor:
         cursor.execute(sql)
         table = cursor.fetch_arrow_table()

@@ -1,0 +1,47 @@
+"""Statistics refreshed after a large apply, so the next drop's reads are planned well."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from roster_pipelines.lib.store.engine import make_engine, refresh_statistics
+
+
+def _reltuples(engine: sa.Engine, table: str) -> float:
+    with engine.connect() as conn:
+        return conn.exec_driver_sql(
+            "SELECT reltuples FROM pg_class WHERE relname = %(t)s", {"t": table}
+        ).scalar_one()
+
+
+def _add_accounts(engine: sa.Engine, n: int) -> None:
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO accounts (first_name, last_name) "
+            f"SELECT 'a' || g, 'b' || g FROM generate_series(1, {n}) g"
+        )
+
+
+@pytest.mark.postgres
+def test_a_large_apply_analyzes_and_a_small_one_does_not(pg_url: str) -> None:
+    engine = make_engine(pg_url)
+    assert _reltuples(engine, "accounts") < 0  # never analyzed: an empty table's estimate
+
+    _add_accounts(engine, 120_000)
+    assert refresh_statistics(engine, 120_000) is True
+    assert _reltuples(engine, "accounts") == pytest.approx(120_000, rel=0.05)
+
+    # Below the minimum, or a small share of what the tables hold: left to autovacuum,
+    # the statistics stay as they were.
+    _add_accounts(engine, 11_000)
+    assert refresh_statistics(engine, 5_000) is False
+    assert refresh_statistics(engine, 11_000) is False  # under 10 % of 120k rows
+    assert _reltuples(engine, "accounts") == pytest.approx(120_000, rel=0.05)
+    # A drop that rewrites a large share of the district analyzes again.
+    assert refresh_statistics(engine, 60_000) is True
+    assert _reltuples(engine, "accounts") == pytest.approx(131_000, rel=0.05)
+
+
+def test_sqlite_is_left_alone(sqlite_url: str) -> None:
+    assert refresh_statistics(make_engine(sqlite_url), 1_000_000) is False
