@@ -1,8 +1,8 @@
 """Runs a drop's assets in this process (the CLI and the end-to-end tests use it).
 
-The run goes through Dagster's executor with the same assets, checks and resources as
-a run launched from the UI; only the instance differs (the one at `DAGSTER_HOME` when
-set, else an ephemeral one).
+The run is `roster_sync_job` from the code location, with its assets, checks and
+resources, executed in this process: what a run launched from the UI does, except
+that the instance is the one at `DAGSTER_HOME` when set, else an ephemeral one.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from roster_pipelines.defs.sync.assets import SYNC_ASSETS, ApplyConfig
+from roster_pipelines.defs.sync.jobs import roster_sync_job
 from roster_pipelines.defs.sync.partitions import drops_partitions
-from roster_pipelines.defs.sync.resources import DropStorageIOManager, RosterStore
+from roster_pipelines.defs.sync.resources import DropStorageIOManager
 from roster_pipelines.lib.config import Settings
 from roster_pipelines.lib.drops import DropManifest
 from roster_pipelines.lib.sync import SyncOutcome, rejected_outcome
@@ -27,7 +27,7 @@ class SyncCrashed(RuntimeError):
 @dataclass
 class InProcessRun:
     outcome: SyncOutcome
-    result: dg.ExecuteInProcessResult
+    result: dg.JobExecutionResult
 
 
 def _instance() -> dg.DagsterInstance:
@@ -36,6 +36,13 @@ def _instance() -> dg.DagsterInstance:
         if os.environ.get("DAGSTER_HOME")
         else dg.DagsterInstance.ephemeral()
     )
+
+
+def sync_job() -> dg.JobDefinition:
+    """`roster_sync_job` as the code location resolves it (`reconstructable` target)."""
+    from roster_pipelines.definitions import defs
+
+    return defs.resolve_job_def(roster_sync_job.name)
 
 
 def run_drop(
@@ -51,23 +58,36 @@ def run_drop(
     key = manifest.partition_key
     if not instance.has_dynamic_partition(drops_partitions.name, key):
         instance.add_dynamic_partitions(drops_partitions.name, [key])
-    result = dg.materialize(
-        SYNC_ASSETS,
-        partition_key=key,
+    # `execute_job`, not `materialize`: materialize keeps every step's output in memory
+    # until the run ends (several GB at a million people); this run, like one launched
+    # from the UI, hands outputs on through the IO manager only.
+    with dg.execute_job(
+        dg.reconstructable(sync_job),
         instance=instance,
-        resources={
-            "roster_store": RosterStore(
-                state_dir=str(settings.state_dir), database_url=settings.database_url
-            ),
-            "io_manager": DropStorageIOManager(state_dir=str(settings.state_dir)),
+        run_config={
+            "execution": {"config": {"in_process": {}}},
+            "resources": {
+                "roster_store": {
+                    "config": {
+                        "state_dir": str(settings.state_dir),
+                        "database_url": settings.database_url,
+                    }
+                },
+                "io_manager": {"config": {"state_dir": str(settings.state_dir)}},
+            },
+            "ops": {"applied_sync": {"config": {"dry_run": dry_run, "force": force}}},
+            "loggers": {"console": {"config": {"log_level": log_level}}},
         },
-        run_config=dg.RunConfig(
-            ops={"applied_sync": ApplyConfig(dry_run=dry_run, force=force)},
-            loggers={"console": {"config": {"log_level": log_level}}},
-        ),
-        tags={"district": manifest.district},
+        tags={"district": manifest.district, "dagster/partition": key},
         raise_on_error=False,
-    )
+    ) as result:
+        return _finish(manifest, result, DropStorageIOManager(state_dir=str(settings.state_dir)))
+
+
+def _finish(
+    manifest: DropManifest, result: dg.JobExecutionResult, storage: DropStorageIOManager
+) -> InProcessRun:
+    key = manifest.partition_key
     rejected = any(
         not evaluation.passed and evaluation.check_name == "drop_is_usable"
         for evaluation in result.get_asset_check_evaluations()
@@ -83,7 +103,7 @@ def run_drop(
             f"step {failures[0].step_key} failed: {error.message.strip() if error else 'unknown'}"
         )
     if rejected:
-        outcome = rejected_outcome(manifest, result.output_for_node("validated_roster"))
+        outcome = rejected_outcome(manifest, storage.stored("validated_roster", key))
     else:
-        outcome = result.output_for_node("applied_sync")
+        outcome = storage.stored("applied_sync", key)
     return InProcessRun(outcome=outcome, result=result)

@@ -56,10 +56,16 @@ class DropStorageIOManager(dg.ConfigurableIOManager):
 
     state_dir: str = ""
 
+    def _root(self) -> Path:
+        return Settings.from_env(state_dir=self.state_dir or None).state_dir / "stage_outputs"
+
     def _path(self, context: dg.OutputContext | dg.InputContext) -> Path:
-        root = Settings.from_env(state_dir=self.state_dir or None).state_dir / "stage_outputs"
         partition = context.partition_key if context.has_partition_key else "_unpartitioned"
-        return root.joinpath(*context.asset_key.path, partition)
+        return self._root().joinpath(*context.asset_key.path, partition)
+
+    def stored(self, asset: str, partition: str) -> Any:
+        """What a run stored for `asset` and `partition` (how a caller reads a result)."""
+        return stage_files.load(self._root() / asset / partition)
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         stage_files.save(obj, self._path(context))
