@@ -55,14 +55,14 @@ from __future__ import annotations
 
 import io
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
 import polars as pl
 from sqlalchemy import Connection, insert, select, text, update
 
 from roster_pipelines.lib.canonical import CONTACT_EMAIL, CONTACT_PHONE, ROLE_STUDENT, Roster
-from roster_pipelines.lib.store.frames import bulk_reader, chunks, read_arrow
+from roster_pipelines.lib.store.frames import chunks, read_many
 from roster_pipelines.lib.store.models import MergeCandidate
 
 ALREADY_LINKED = "already_linked"
@@ -145,16 +145,15 @@ def _bool(column: str) -> pl.Expr:
 
 
 def query_frame(
-    conn: Connection, sql: str, schema: dict, params: dict | None = None, *, reader: Any = None
+    conn: Connection, sql: str, schema: dict, params: dict | None = None
 ) -> pl.DataFrame:
     """Run a SELECT and return its rows as a frame with `schema`.
 
     On Postgres the rows travel as CSV through ``COPY (...) TO STDOUT`` (several times
-    faster than fetching Python tuples at a million rows), or as Arrow columns through
-    `reader` (an ADBC connection from `frames.bulk_reader`: committed data only, so
-    only for queries that need no temporary table of this transaction); `params` are
-    integers, rendered into the statement. On SQLite it is a plain query with bound
-    parameters.
+    faster than fetching Python tuples at a million rows); `params` are integers,
+    rendered into the statement. On SQLite it is a plain query with bound parameters.
+    (Big reads that need no temporary table of this transaction use
+    `frames.read_many` instead.)
     """
     params = params or {}
     raw = {c: (t if t == pl.Int64 else pl.String) for c, t in schema.items()}
@@ -163,8 +162,6 @@ def query_frame(
             if not isinstance(value, int):
                 raise TypeError("query_frame binds integer parameters only")
             sql = sql.replace(f":{name}", str(int(value)))
-        if reader is not None:
-            return read_arrow(reader, sql, schema)
         buffer = io.BytesIO()
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
@@ -264,16 +261,35 @@ def contact_owners(conn: Connection, wanted: pl.DataFrame) -> pl.DataFrame:
         _drop_stage(conn, stage)
 
 
-def _links(conn: Connection, district_id: int, reader: Any = None) -> pl.DataFrame:
-    """The district's SIS links, each with its surviving account (tombstones followed)."""
-    return query_frame(
+_LINKS_SQL = (
+    "SELECT sl.person_key, sl.role, sl.active, COALESCE(a.merged_into_id, a.id) "
+    "FROM sis_links sl JOIN accounts a ON a.id = sl.account_id "
+    "WHERE sl.district_id = :d"
+)
+_ACCOUNTS_SCHEMA = {"id": pl.Int64, "first_name": pl.String, "last_name": pl.String, "dob": pl.Date}
+_PHONES_SCHEMA = {"account_id": pl.Int64, "value": pl.String}
+
+
+def _read_district(conn: Connection, district_id: int) -> dict[str, pl.DataFrame]:
+    """The district's SIS links (each with its surviving account: tombstones followed),
+    and its people's accounts and phones (for the similar-people candidates).
+
+    On Postgres the three reads run at once through their own ADBC connections
+    (`frames.read_many`), committed data only."""
+    queries = {
+        "links": (_LINKS_SQL, _LINKS_SCHEMA),
+        "accounts": (_ORG_ACCOUNTS_SQL, _ACCOUNTS_SCHEMA),
+        "phones": (_ORG_PHONES_SQL, _PHONES_SCHEMA),
+    }
+    if not _is_postgres(conn):
+        return {
+            name: query_frame(conn, sql, schema, {"d": district_id})
+            for name, (sql, schema) in queries.items()
+        }
+    d = str(int(district_id))
+    return read_many(
         conn,
-        "SELECT sl.person_key, sl.role, sl.active, COALESCE(a.merged_into_id, a.id) "
-        "FROM sis_links sl JOIN accounts a ON a.id = sl.account_id "
-        "WHERE sl.district_id = :d",
-        _LINKS_SCHEMA,
-        {"d": district_id},
-        reader=reader,
+        {name: (text(sql.replace(":d", d)), schema) for name, (sql, schema) in queries.items()},
     )
 
 
@@ -307,22 +323,31 @@ def resolve_identities(conn: Connection, district_id: int, roster: Roster) -> Re
     """Every person of the drop with its account (null when one must be created), the
     decision and its reason; plus the merge candidates the drop reveals.
 
-    The district-wide reads (links, the district's accounts and phones) go through a
-    bulk reader on Postgres (`frames.bulk_reader`)."""
-    with bulk_reader(conn) as reader:
-        return _resolve(conn, district_id, roster, reader)
+    On Postgres the district-wide reads (`_read_district`) run in the background while
+    this connection looks up the owners of the drop's contact points."""
+    if not _is_postgres(conn):
+        return _resolve(conn, district_id, roster, _read_district(conn, district_id))
+    with ThreadPoolExecutor(max_workers=1) as background:
+        district = background.submit(_read_district, conn, district_id)
+        return _resolve(conn, district_id, roster, district)
 
 
-def _resolve(conn: Connection, district_id: int, roster: Roster, reader: Any) -> Resolution:
+def _resolve(
+    conn: Connection,
+    district_id: int,
+    roster: Roster,
+    district: dict[str, pl.DataFrame] | Future[dict[str, pl.DataFrame]],
+) -> Resolution:
     people = _first_rows(roster).select("person_key", "role", "sis_id", "src_file", "src_row")
-    links = _links(conn, district_id, reader)
+    contacts = roster.contacts.select("person_key", "kind", "value")
+    owners = contact_owners(conn, contacts)
+    read = district.result() if isinstance(district, Future) else district
+    links = read["links"]
     present = people.select("person_key")
 
     bound = people.join(links.select("person_key", "account_id"), on="person_key", how="inner")
     unbound = people.join(links, on="person_key", how="anti")
 
-    contacts = roster.contacts.select("person_key", "kind", "value")
-    owners = contact_owners(conn, contacts)
     matched = contacts.join(owners, on=["kind", "value"], how="inner").join(
         people.select("person_key", "role"), on="person_key"
     )
@@ -537,7 +562,7 @@ def _resolve(conn: Connection, district_id: int, roster: Roster, reader: Any) ->
         reason=pl.lit(CONTACT_CONFLICT),
         detail="detail",
     )
-    similar = _similar_candidates(conn, district_id, roster, identities, reader)
+    similar = _similar_candidates(roster, identities, read["accounts"], read["phones"])
     candidates = _finish_candidates(
         pl.concat(
             [
@@ -599,13 +624,10 @@ def _entity(account: pl.Expr, person: pl.Expr) -> pl.Expr:
 
 
 def _similar_candidates(
-    conn: Connection,
-    district_id: int,
-    roster: Roster,
-    identities: pl.DataFrame,
-    reader: Any = None,
+    roster: Roster, identities: pl.DataFrame, accounts: pl.DataFrame, phones_db: pl.DataFrame
 ) -> pl.DataFrame:
-    """same_name_phone and same_name_dob pairs among the district's people and accounts."""
+    """same_name_phone and same_name_dob pairs among the district's people and accounts
+    (`accounts` and `phones_db` as `_read_district` reads them)."""
     drop_people = (
         _first_rows(roster)
         .select("person_key", "role", "first_name", "last_name", "dob")
@@ -613,20 +635,7 @@ def _similar_candidates(
         .with_columns(entity=_entity(pl.col("account_id"), pl.col("person_key")))
     )
     roles = drop_people.group_by("entity").agg(roles=pl.col("role").unique())
-    accounts = query_frame(
-        conn,
-        _ORG_ACCOUNTS_SQL,
-        {"id": pl.Int64, "first_name": pl.String, "last_name": pl.String, "dob": pl.Date},
-        {"d": district_id},
-        reader=reader,
-    ).with_columns(entity=_entity(pl.col("id"), pl.lit(None, pl.String)))
-    phones_db = query_frame(
-        conn,
-        _ORG_PHONES_SQL,
-        {"account_id": pl.Int64, "value": pl.String},
-        {"d": district_id},
-        reader=reader,
-    )
+    accounts = accounts.with_columns(entity=_entity(pl.col("id"), pl.lit(None, pl.String)))
     names = (
         pl.concat(
             [

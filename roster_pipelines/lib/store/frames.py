@@ -1,8 +1,9 @@
 """Moving rows between the database and polars frames in bulk.
 
-Reads: `read_frame` returns a query's rows as a frame with an explicit schema. On
-Postgres the plan stage's big reads go through an ADBC connection (Arrow columns,
-no Python object per row; `bulk_reader`), other reads through `COPY ... TO STDOUT`.
+Reads: `read_frame` returns a query's rows as a frame with an explicit schema (on
+Postgres through `COPY ... TO STDOUT`). The district-wide reads of identity and the
+plan go through `read_many`: several queries at once, each on its own ADBC connection
+(Arrow columns, no Python object per row).
 
 Writes (Postgres): `copy_in` streams a frame as CSV blocks through `COPY ... FROM
 STDIN` on the caller's connection, inside its transaction; `stage` does the same into
@@ -12,10 +13,11 @@ inserted rows need no RETURNING. SQLite keeps `executemany` (see `store.writer`)
 
 from __future__ import annotations
 
-import contextlib
 import io
+import threading
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import polars as pl
@@ -38,46 +40,62 @@ def _sql(conn: Connection, stmt: Executable) -> str:
     return str(stmt.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))  # type: ignore[attr-defined]
 
 
-def read_frame(
-    conn: Connection, stmt: Executable, schema: dict[str, Any], *, reader: Any = None
-) -> pl.DataFrame:
-    """Run `stmt` and return its rows as a frame with `schema` (empty results keep it).
-
-    `reader` is an ADBC connection from `bulk_reader` (Postgres only): the rows come
-    back as Arrow columns. It is a separate connection, so it sees only committed
-    data: use it for reads outside the writing transaction (the plan stage). Without
-    it, Postgres rows stream out with `COPY ... TO STDOUT` on `conn` itself.
-    """
+def read_frame(conn: Connection, stmt: Executable, schema: dict[str, Any]) -> pl.DataFrame:
+    """Run `stmt` on `conn` and return its rows as a frame with `schema` (empty results
+    keep it). Postgres rows stream out with `COPY ... TO STDOUT`; `read_many` reads
+    big tables faster, outside the caller's transaction."""
     if is_postgres(conn):
-        if reader is not None:
-            return read_arrow(reader, _sql(conn, stmt), schema)
         return _copy_out(conn, stmt, schema)
     rows = conn.execute(stmt).all()
     return pl.DataFrame([tuple(r) for r in rows], schema=schema, orient="row")
 
 
-@contextlib.contextmanager
-def bulk_reader(conn: Connection) -> Iterator[Any]:
-    """An ADBC connection to `conn`'s Postgres database for big reads (None on SQLite).
-
-    Rows arrive as Arrow record batches, several times faster than COPY text parsed in
-    Python at a million rows. The connection is closed on exit.
-    """
-    if not is_postgres(conn):
-        yield None
-        return
+def _adbc_connect(conn: Connection) -> Any:
     from adbc_driver_postgresql import dbapi
 
     url = conn.engine.url.set(drivername="postgresql")
-    adbc = dbapi.connect(url.render_as_string(hide_password=False))
+    return dbapi.connect(url.render_as_string(hide_password=False))
+
+
+def read_many(
+    conn: Connection,
+    queries: dict[str, tuple[Executable, dict[str, Any]]],
+    *,
+    workers: int = 2,
+) -> dict[str, pl.DataFrame]:
+    """Several independent reads (name -> statement, schema) at once.
+
+    On Postgres each worker thread has its own ADBC connection, so the server runs one
+    query while this process decodes another's rows (ADBC and polars release the GIL);
+    it sees committed data only. SQLite reads one after the other
+    on `conn`.
+    """
+    if not is_postgres(conn):
+        return {name: read_frame(conn, stmt, schema) for name, (stmt, schema) in queries.items()}
+    sql = {name: _sql(conn, stmt) for name, (stmt, _) in queries.items()}
+    local = threading.local()
+    opened: list[Any] = []
+    lock = threading.Lock()
+
+    def read(name: str) -> pl.DataFrame:
+        if not hasattr(local, "adbc"):
+            local.adbc = _adbc_connect(conn)
+            with lock:
+                opened.append(local.adbc)
+        return read_arrow(local.adbc, sql[name], queries[name][1])
+
     try:
-        yield adbc
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            # Submitted biggest-first would be better; callers list them in that order.
+            futures = {name: pool.submit(read, name) for name in queries}
+            return {name: future.result() for name, future in futures.items()}
     finally:
-        adbc.close()
+        for adbc in opened:
+            adbc.close()
 
 
 def read_arrow(adbc: Any, sql: str, schema: dict[str, Any]) -> pl.DataFrame:
-    """`sql`'s rows through an ADBC connection from `bulk_reader`, as a frame with `schema`."""
+    """`sql`'s rows through an ADBC connection, as a frame with `schema`."""
     with adbc.cursor() as cursor:
         cursor.execute(sql)
         table = cursor.fetch_arrow_table()

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import polars as pl
-from sqlalchemy import Connection, and_, insert, select
+from sqlalchemy import Connection, Select, and_, insert, select
 
-from roster_pipelines.lib.store.frames import bulk_reader, chunks, concat, read_frame
+from roster_pipelines.lib.store.frames import chunks, concat, read_frame, read_many
 from roster_pipelines.lib.store.models import (
     Account,
     Class,
@@ -145,98 +146,48 @@ def load_current_state(
 ) -> CurrentState:
     """Read the district's rows; `extra_account_ids` adds accounts matched by contact.
 
-    `bulk` (the plan stage) reads the big tables through a separate ADBC connection on
-    Postgres (`frames.bulk_reader`): committed data only, so never inside a transaction
-    that has written to them. The apply step re-checks under the district's lock that
-    no drop was applied since (`last_run_id`), so the plan cannot act on stale state.
+    `bulk` (the plan stage) reads the big tables at once through separate ADBC
+    connections on Postgres (`frames.read_many`): committed data only, so never inside
+    a transaction that has written to them. The apply step re-checks under the
+    district's lock that no drop was applied since (`last_run_id`), so the plan cannot
+    act on stale state.
     """
-    if bulk:
-        with bulk_reader(conn) as reader:
-            return _load_current_state(conn, district_id, extra_account_ids, reader)
-    return _load_current_state(conn, district_id, extra_account_ids, None)
-
-
-def _load_current_state(
-    conn: Connection, district_id: int, extra_account_ids: list[int] | None, reader: object
-) -> CurrentState:
     # The run the state reflects is read first: a drop applied while the tables are
     # read makes the plan stale, and the apply step refuses it.
     last = latest_run(conn, district_id)
-    orgs = read_frame(
-        conn,
-        select(
-            Organisation.id,
-            Organisation.sis_id,
-            Organisation.name,
-            Organisation.kind,
-            Organisation.active,
-        ).where(Organisation.district_id == district_id),
-        ORGS_SCHEMA,
-        reader=reader,
-    )
-    links = read_frame(
-        conn,
-        select(
-            SisLink.id,
-            SisLink.person_key,
-            SisLink.role,
-            SisLink.sis_id,
-            SisLink.account_id,
-            SisLink.active,
-        ).where(SisLink.district_id == district_id),
-        LINKS_SCHEMA,
-        reader=reader,
-    )
-    # Accounts and contacts of the district's people are read by joining the links
-    # (one query, no id lists); only accounts matched by contact and not yet linked
-    # are fetched by id.
-    linked_ids = select(SisLink.account_id).where(SisLink.district_id == district_id)
+    queries = _state_queries(district_id)
+    if bulk:
+        read = read_many(conn, queries)
+    else:
+        read = {name: read_frame(conn, stmt, schema) for name, (stmt, schema) in queries.items()}
+    # Accounts matched by contact and not yet linked are fetched by id (few).
     extra = (
         pl.Series("account_id", extra_account_ids or [], pl.Int64)
         .unique()
         .to_frame()
-        .join(links.select("account_id"), on="account_id", how="anti")
+        .join(read["links"].select("account_id"), on="account_id", how="anti")
         .sort("account_id")["account_id"]
         .to_list()
     )
-    account_cols = (Account.id, Account.first_name, Account.last_name, Account.dob, Account.grade)
     accounts = concat(
         [
-            read_frame(
-                conn,
-                select(*account_cols).where(Account.id.in_(linked_ids)),
-                ACCOUNTS_SCHEMA,
-                reader=reader,
-            ),
+            read["accounts"],
             *(
                 read_frame(
-                    conn, select(*account_cols).where(Account.id.in_(chunk)), ACCOUNTS_SCHEMA
+                    conn, select(*_ACCOUNT_COLS).where(Account.id.in_(chunk)), ACCOUNTS_SCHEMA
                 )
                 for chunk in chunks(extra)
             ),
         ],
         ACCOUNTS_SCHEMA,
     )
-    contact_cols = (
-        ContactPoint.id,
-        ContactPoint.account_id,
-        ContactPoint.kind,
-        ContactPoint.value,
-        ContactPoint.verified,
-        ContactPoint.source,
-    )
     contacts = concat(
         [
-            read_frame(
-                conn,
-                select(*contact_cols).where(ContactPoint.account_id.in_(linked_ids)),
-                CONTACTS_SCHEMA,
-                reader=reader,
-            ),
+            read["contacts"],
             *(
                 read_frame(
                     conn,
-                    select(*contact_cols).where(ContactPoint.account_id.in_(chunk)),
+                    select(*_CONTACT_COLS).where(ContactPoint.account_id.in_(chunk)),
                     CONTACTS_SCHEMA,
                 )
                 for chunk in chunks(extra)
@@ -244,73 +195,116 @@ def _load_current_state(
         ],
         CONTACTS_SCHEMA,
     )
-    classes = read_frame(
-        conn,
-        select(
-            Class.id,
-            Class.sis_class_id,
-            Class.school_id,
-            Class.sis_name,
-            Class.name,
-            Class.name_edited,
-            Class.owner_account_id,
-            Class.active,
-        ).where(Class.district_id == district_id, Class.sis_class_id.is_not(None)),
-        CLASSES_SCHEMA,
-        reader=reader,
-    )
-    org_memberships = read_frame(
-        conn,
-        select(
-            OrgMembership.id,
-            OrgMembership.org_id,
-            OrgMembership.account_id,
-            OrgMembership.role,
-            OrgMembership.active,
-        )
-        .join(Organisation, Organisation.id == OrgMembership.org_id)
-        .where(Organisation.district_id == district_id, OrgMembership.source == "sis"),
-        ORG_MEMBERSHIPS_SCHEMA,
-        reader=reader,
-    )
-    class_memberships = read_frame(
-        conn,
-        select(
-            ClassMembership.id,
-            ClassMembership.class_id,
-            ClassMembership.account_id,
-            ClassMembership.role,
-            ClassMembership.active,
-        )
-        .join(Class, Class.id == ClassMembership.class_id)
-        .where(and_(Class.district_id == district_id, ClassMembership.source == "sis")),
-        CLASS_MEMBERSHIPS_SCHEMA,
-        reader=reader,
-    )
-    guardianships = read_frame(
-        conn,
-        select(
-            Guardianship.id,
-            Guardianship.parent_account_id,
-            Guardianship.student_account_id,
-            Guardianship.active,
-        ).where(Guardianship.district_id == district_id),
-        GUARDIANSHIPS_SCHEMA,
-        reader=reader,
-    )
     return CurrentState(
         district_id=district_id,
-        orgs=orgs,
-        links=links,
+        orgs=read["orgs"],
+        links=read["links"],
         accounts=accounts,
         contacts=contacts,
-        classes=classes,
-        org_memberships=org_memberships,
-        class_memberships=class_memberships,
-        guardianships=guardianships,
+        classes=read["classes"],
+        org_memberships=read["org_memberships"],
+        class_memberships=read["class_memberships"],
+        guardianships=read["guardianships"],
         last_applied_at=last.finished_at if last else None,
         last_run_id=last.id if last else None,
     )
+
+
+_ACCOUNT_COLS = (Account.id, Account.first_name, Account.last_name, Account.dob, Account.grade)
+_CONTACT_COLS = (
+    ContactPoint.id,
+    ContactPoint.account_id,
+    ContactPoint.kind,
+    ContactPoint.value,
+    ContactPoint.verified,
+    ContactPoint.source,
+)
+
+
+def _state_queries(district_id: int) -> dict[str, tuple[Select, dict[str, Any]]]:
+    """The district's state, one query per table, biggest first (for `read_many`).
+
+    Accounts and contacts of the district's people are read by joining the links (no
+    id lists); memberships are SIS-sourced only (manual ones belong to the app, R6).
+    """
+    linked_ids = select(SisLink.account_id).where(SisLink.district_id == district_id)
+    return {
+        "class_memberships": (
+            select(
+                ClassMembership.id,
+                ClassMembership.class_id,
+                ClassMembership.account_id,
+                ClassMembership.role,
+                ClassMembership.active,
+            )
+            .join(Class, Class.id == ClassMembership.class_id)
+            .where(and_(Class.district_id == district_id, ClassMembership.source == "sis")),
+            CLASS_MEMBERSHIPS_SCHEMA,
+        ),
+        "org_memberships": (
+            select(
+                OrgMembership.id,
+                OrgMembership.org_id,
+                OrgMembership.account_id,
+                OrgMembership.role,
+                OrgMembership.active,
+            )
+            .join(Organisation, Organisation.id == OrgMembership.org_id)
+            .where(Organisation.district_id == district_id, OrgMembership.source == "sis"),
+            ORG_MEMBERSHIPS_SCHEMA,
+        ),
+        "contacts": (
+            select(*_CONTACT_COLS).where(ContactPoint.account_id.in_(linked_ids)),
+            CONTACTS_SCHEMA,
+        ),
+        "links": (
+            select(
+                SisLink.id,
+                SisLink.person_key,
+                SisLink.role,
+                SisLink.sis_id,
+                SisLink.account_id,
+                SisLink.active,
+            ).where(SisLink.district_id == district_id),
+            LINKS_SCHEMA,
+        ),
+        "accounts": (
+            select(*_ACCOUNT_COLS).where(Account.id.in_(linked_ids)),
+            ACCOUNTS_SCHEMA,
+        ),
+        "guardianships": (
+            select(
+                Guardianship.id,
+                Guardianship.parent_account_id,
+                Guardianship.student_account_id,
+                Guardianship.active,
+            ).where(Guardianship.district_id == district_id),
+            GUARDIANSHIPS_SCHEMA,
+        ),
+        "classes": (
+            select(
+                Class.id,
+                Class.sis_class_id,
+                Class.school_id,
+                Class.sis_name,
+                Class.name,
+                Class.name_edited,
+                Class.owner_account_id,
+                Class.active,
+            ).where(Class.district_id == district_id, Class.sis_class_id.is_not(None)),
+            CLASSES_SCHEMA,
+        ),
+        "orgs": (
+            select(
+                Organisation.id,
+                Organisation.sis_id,
+                Organisation.name,
+                Organisation.kind,
+                Organisation.active,
+            ).where(Organisation.district_id == district_id),
+            ORGS_SCHEMA,
+        ),
+    }
 
 
 @dataclass(frozen=True)
