@@ -258,7 +258,8 @@ def write_report(
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "report.md").write_text(render_markdown(outcome, data=data))
     summary = {**outcome.to_json(), "report": data.to_json()}
-    (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    # Compact: indented JSON goes through the pure-Python encoder, 3x slower at 100k issues.
+    (folder / "summary.json").write_text(json.dumps(summary, default=str))
     safe = neutralise_formulas(outcome.issues)
     safe.write_csv(folder / "issues.csv")
     for stale in folder.glob("issues_*.csv"):
