@@ -45,3 +45,15 @@ def test_a_large_apply_analyzes_and_a_small_one_does_not(pg_url: str) -> None:
 
 def test_sqlite_is_left_alone(sqlite_url: str) -> None:
     assert refresh_statistics(make_engine(sqlite_url), 1_000_000) is False
+
+
+@pytest.mark.postgres
+def test_a_failed_analyze_never_fails_the_applied_drop(
+    pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The drop is committed by then: a database that cannot be reached only logs.
+    gone = sa.create_engine(
+        sa.make_url(pg_url).set(drivername="postgresql+psycopg", database="roster_no_such_db")
+    )
+    assert refresh_statistics(gone, 1_000_000) is False
+    assert "ANALYZE after the apply failed" in caplog.text

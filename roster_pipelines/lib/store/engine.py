@@ -6,13 +6,16 @@ Embedded default: a SQLite file in the state folder. Production: Postgres from
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import SQLAlchemyError
 
+log = logging.getLogger(__name__)
 _MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _migrated: set[str] = set()
 _lock = threading.Lock()
@@ -103,15 +106,21 @@ def refresh_statistics(engine: Engine, rows_written: int) -> bool:
     """
     if engine.dialect.name != "postgresql" or rows_written < ANALYZE_MIN_ROWS:
         return False
-    with engine.connect() as conn:
-        tuples = conn.exec_driver_sql(
-            "SELECT relname, reltuples FROM pg_class WHERE relkind = 'r' AND relname = ANY(%(t)s)",
-            {"t": list(ROSTER_TABLES)},
-        ).all()
-    never_analyzed = any(reltuples < 0 for _, reltuples in tuples)
-    known = sum(max(reltuples, 0) for _, reltuples in tuples)
-    if not never_analyzed and rows_written <= ANALYZE_FRACTION * known:
+    try:
+        with engine.connect() as conn:
+            tuples = conn.exec_driver_sql(
+                "SELECT relname, reltuples FROM pg_class "
+                "WHERE relkind = 'r' AND relname = ANY(%(t)s)",
+                {"t": list(ROSTER_TABLES)},
+            ).all()
+        never_analyzed = any(reltuples < 0 for _, reltuples in tuples)
+        known = sum(max(reltuples, 0) for _, reltuples in tuples)
+        if not never_analyzed and rows_written <= ANALYZE_FRACTION * known:
+            return False
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql(f"ANALYZE {', '.join(ROSTER_TABLES)}")
+    except SQLAlchemyError as error:
+        # The drop is applied and committed: stale statistics only slow the next read.
+        log.warning("ANALYZE after the apply failed (autovacuum will catch up): %s", error)
         return False
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.exec_driver_sql(f"ANALYZE {', '.join(ROSTER_TABLES)}")
     return True
