@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import io
 import uuid
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import polars as pl
@@ -261,6 +260,18 @@ def contact_owners(conn: Connection, wanted: pl.DataFrame) -> pl.DataFrame:
         _drop_stage(conn, stage)
 
 
+def _owners(conn: Connection, wanted: pl.DataFrame, district: pl.DataFrame) -> pl.DataFrame:
+    """`contact_owners` of `wanted`, found first among the district's own contact points
+    (`district`, OWNERS_SCHEMA): one email or phone is one row in the whole app, so a
+    value found there has that owner; only the others are looked up app-wide."""
+    wanted = wanted.select("kind", "value").unique()
+    known = district.join(wanted, on=["kind", "value"], how="semi").unique(["kind", "value"])
+    rest = wanted.join(known, on=["kind", "value"], how="anti")
+    return pl.concat([known, contact_owners(conn, rest)], how="vertical_relaxed").cast(
+        OWNERS_SCHEMA
+    )
+
+
 _LINKS_SQL = (
     "SELECT sl.person_key, sl.role, sl.active, COALESCE(a.merged_into_id, a.id) "
     "FROM sis_links sl JOIN accounts a ON a.id = sl.account_id "
@@ -270,13 +281,25 @@ _ACCOUNTS_SCHEMA = {"id": pl.Int64, "first_name": pl.String, "last_name": pl.Str
 _PHONES_SCHEMA = {"account_id": pl.Int64, "value": pl.String}
 
 
+# The contact points of the district's SIS-linked accounts, as `contact_owners` returns
+# them: most of a maintenance drop's values are found here, so only the rest (new or
+# changed values) are looked up across the whole app.
+_DISTRICT_CONTACTS_SQL = (
+    "SELECT DISTINCT cp.kind, cp.value, COALESCE(a.merged_into_id, a.id), cp.verified "
+    "FROM sis_links sl JOIN contact_points cp ON cp.account_id = sl.account_id "
+    "JOIN accounts a ON a.id = cp.account_id WHERE sl.district_id = :d"
+)
+
+
 def _read_district(conn: Connection, district_id: int) -> dict[str, pl.DataFrame]:
     """The district's SIS links (each with its surviving account: tombstones followed),
-    and its people's accounts and phones (for the similar-people candidates).
+    its linked accounts' contact points (with their owners), and its people's accounts
+    and phones (for the similar-people candidates).
 
-    On Postgres the three reads run at once through their own ADBC connections
+    On Postgres the reads run two at a time through their own ADBC connections
     (`frames.read_many`), committed data only."""
     queries = {
+        "contacts": (_DISTRICT_CONTACTS_SQL, OWNERS_SCHEMA),
         "links": (_LINKS_SQL, _LINKS_SCHEMA),
         "accounts": (_ORG_ACCOUNTS_SQL, _ACCOUNTS_SCHEMA),
         "phones": (_ORG_PHONES_SQL, _PHONES_SCHEMA),
@@ -321,28 +344,12 @@ def _first_rows(roster: Roster) -> pl.DataFrame:
 
 def resolve_identities(conn: Connection, district_id: int, roster: Roster) -> Resolution:
     """Every person of the drop with its account (null when one must be created), the
-    decision and its reason; plus the merge candidates the drop reveals.
-
-    On Postgres the district-wide reads (`_read_district`) run in the background while
-    this connection looks up the owners of the drop's contact points."""
-    if not _is_postgres(conn):
-        return _resolve(conn, district_id, roster, _read_district(conn, district_id))
-    with ThreadPoolExecutor(max_workers=1) as background:
-        district = background.submit(_read_district, conn, district_id)
-        return _resolve(conn, district_id, roster, district)
-
-
-def _resolve(
-    conn: Connection,
-    district_id: int,
-    roster: Roster,
-    district: dict[str, pl.DataFrame] | Future[dict[str, pl.DataFrame]],
-) -> Resolution:
+    decision and its reason; plus the merge candidates the drop reveals."""
     people = _first_rows(roster).select("person_key", "role", "sis_id", "src_file", "src_row")
-    contacts = roster.contacts.select("person_key", "kind", "value")
-    owners = contact_owners(conn, contacts)
-    read = district.result() if isinstance(district, Future) else district
+    read = _read_district(conn, district_id)
     links = read["links"]
+    contacts = roster.contacts.select("person_key", "kind", "value")
+    owners = _owners(conn, contacts, read["contacts"])
     present = people.select("person_key")
 
     bound = people.join(links.select("person_key", "account_id"), on="person_key", how="inner")
