@@ -1,4 +1,4 @@
-"""Statistics refreshed after a large apply, so the next drop's reads are planned well."""
+"""Postgres tuning: statistics refreshed after a large apply, room for in-place removals."""
 
 from __future__ import annotations
 
@@ -57,3 +57,17 @@ def test_a_failed_analyze_never_fails_the_applied_drop(
     )
     assert refresh_statistics(gone, 1_000_000) is False
     assert "ANALYZE after the apply failed" in caplog.text
+
+
+@pytest.mark.postgres
+def test_link_tables_leave_room_for_in_place_removals(pg_url: str) -> None:
+    engine = make_engine(pg_url)
+    with engine.connect() as conn:
+        options = dict(
+            conn.exec_driver_sql(
+                "SELECT relname, reloptions FROM pg_class WHERE relname = ANY(%(t)s)",
+                {"t": ["sis_links", "org_memberships", "class_memberships", "guardianships"]},
+            ).all()
+        )
+    assert sorted(options) == ["class_memberships", "guardianships", "org_memberships", "sis_links"]
+    assert all(value == ["fillfactor=90"] for value in options.values())
