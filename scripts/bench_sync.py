@@ -108,7 +108,8 @@ def _copy_floor(engine: sa.Engine, since: Any) -> dict[str, float]:
     shape, in one transaction, commit included (the CSV text is prepared outside the
     clock). Measured twice: with the tables' foreign keys (`fk`: each row's references
     are checked against the real parent tables, as in the sync) and without (`plain`:
-    LIKE ... INCLUDING ALL copies defaults, indexes and constraints but no FKs)."""
+    LIKE ... INCLUDING ALL copies defaults, indexes and constraints but no FKs; the
+    storage parameters are copied too)."""
     from adbc_driver_postgresql import dbapi
 
     url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
@@ -142,6 +143,10 @@ def _copy_floor(engine: sa.Engine, since: Any) -> dict[str, float]:
             for table in blocks:
                 cur.execute(f"DROP TABLE IF EXISTS floor_{table}")
                 cur.execute(f"CREATE TABLE floor_{table} (LIKE {table} INCLUDING ALL)")
+                # Same storage parameters too (LIKE does not copy them): fillfactor.
+                cur.execute(f"SELECT reloptions FROM pg_class WHERE oid = '{table}'::regclass")
+                if options := cur.fetchone()[0]:
+                    cur.execute(f"ALTER TABLE floor_{table} SET ({', '.join(options)})")
                 for definition in fks[table] if kind == "fk" else []:
                     cur.execute(f"ALTER TABLE floor_{table} ADD {definition}")
             raw.commit()

@@ -1,0 +1,181 @@
+"""Where a maintenance drop's time goes, below the stage level.
+
+Syncs a generated district's initial drop on a fresh Postgres database, then its 1 %
+churn maintenance drop and the same drop again, through the Dagster job (in process),
+with wall-clock timers around the library calls the assets make (parsing, contracts,
+identity's reads and contact-owner lookup, the plan's state read and diff, the apply's
+writes, the report, stage outputs saved and loaded). Prints one table per drop.
+
+    .venv/bin/python scripts/bench_stages.py --people 1000000 --data /tmp/roster-bench-data
+
+Timers nest (a stage's total includes the calls inside it), and identity's district
+reads run in a background thread beside the contact-owner lookup, so rows do not add
+up to the total. Not part of the test run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import functools
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from bench_sync import _drop_database, _fresh_database
+
+from roster_pipelines.defs.sync import assets
+from roster_pipelines.defs.sync.inprocess import run_drop
+from roster_pipelines.lib import contracts, identity, stage_files, sync
+from roster_pipelines.lib.config import DEFAULT_FORMAT, Settings
+from roster_pipelines.lib.drops import archive_drop
+from roster_pipelines.lib.formats import REQUIRED_FILES
+from roster_pipelines.lib.generator import generate_district
+from roster_pipelines.lib.store import writer
+
+PARSE = "parse: format adapter"
+TIMED: list[tuple[Any, str, str]] = [
+    (contracts, "validate", "validate: contracts"),
+    (assets, "resolve_drop", "identity: resolve_drop"),
+    (identity, "_read_district", "  identity: district reads (background)"),
+    (identity, "contact_owners", "  identity: contact owners"),
+    (identity, "_similar_candidates", "  identity: similar-people candidates"),
+    (assets, "plan_drop", "plan: plan_drop"),
+    (sync, "load_current_state", "  plan: state read"),
+    (sync, "build_plan", "  plan: diff (build_plan)"),
+    (assets, "write_plan_files", "plan: plan.csv"),
+    (assets, "apply_drop", "apply: apply_drop"),
+    (sync, "apply_plan", "  apply: roster writes"),
+    (writer, "_insert", "    apply: inserts (COPY)"),
+    (writer, "_set_active", "    apply: removals and reactivations"),
+    (writer, "_update_by_id", "    apply: updates"),
+    (sync, "record_sync_run", "  apply: run and issues"),
+    (sync, "enqueue_sync_notifications", "  apply: notification outbox"),
+    (sync, "refresh_statistics", "  apply: ANALYZE check"),
+    (assets, "build_report", "report: data"),
+    (assets, "write_report", "report: files"),
+    (stage_files, "save", "stage outputs saved"),
+    (stage_files, "load", "stage outputs loaded"),
+]
+
+
+def _instrument(totals: dict[str, float]) -> None:
+    real_get_adapter = assets.get_adapter
+
+    def get_adapter(format_name: str) -> Any:
+        # The asset calls `get_adapter(format)(folder)`: time the adapter it returns.
+        adapter = real_get_adapter(format_name)
+
+        def parse(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return adapter(*args, **kwargs)
+            finally:
+                totals[PARSE] += time.perf_counter() - start
+
+        return parse
+
+    assets.get_adapter = get_adapter  # type: ignore[assignment]
+    for module, name, label in TIMED:
+        original = getattr(module, name)
+
+        def timed(*args: Any, _f: Any = original, _label: str = label, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return _f(*args, **kwargs)
+            finally:
+                totals[_label] += time.perf_counter() - start
+
+        setattr(module, name, functools.wraps(original)(timed))
+
+
+class MemorySampler:
+    """Peak anonymous and file-backed resident memory (RssAnon, RssFile), sampled every
+    50 ms: file-backed pages are memory-mapped files (page cache the kernel can drop),
+    anonymous ones are the process's own."""
+
+    def __init__(self) -> None:
+        self.peak = {"RssAnon": 0, "RssFile": 0}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def read() -> dict[str, int]:
+        out = {}
+        for line in Path("/proc/self/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("RssAnon", "RssFile"):
+                out[key] = int(value.split()[0]) // 1024
+        return out
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            for key, value in self.read().items():
+                self.peak[key] = max(self.peak[key], value)
+
+    def __enter__(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--people", type=int, default=100_000)
+    parser.add_argument("--data", help="keep generated drops here and reuse them")
+    args = parser.parse_args()
+    totals: dict[str, float] = collections.defaultdict(float)
+    _instrument(totals)
+    with tempfile.TemporaryDirectory(prefix="roster-bench-stages-") as tmp:
+        work = Path(tmp)
+        data = Path(args.data) / f"p{args.people}" if args.data else work / "data"
+        initial, maintenance = data / "initial", data / "maintenance"
+        if not (maintenance / "enrollments.csv").exists():
+            generate_district(initial, people=args.people, seed=1)
+            generate_district(
+                maintenance, people=args.people, seed=2, maintenance_of=initial, churn=0.01
+            )
+        url = _fresh_database("postgres", work)
+        settings = Settings.from_env(state_dir=str(work / "state"), database_url=url)
+        try:
+            for drop, folder in (
+                ("initial", initial),
+                ("maintenance", maintenance),
+                ("repeat", maintenance),
+            ):
+                manifest = archive_drop(
+                    folder,
+                    settings.landing_root,
+                    district="bench",
+                    drop=drop,
+                    format=DEFAULT_FORMAT,
+                    file_names=REQUIRED_FILES[DEFAULT_FORMAT],
+                )
+                totals.clear()
+                start = time.perf_counter()
+                with MemorySampler() as memory:
+                    run = run_drop(manifest, settings)
+                total = time.perf_counter() - start
+                print(
+                    f"\n{args.people:,} people, {drop}: {run.outcome.status} in {total:.2f} s; "
+                    f"peak RssAnon {memory.peak['RssAnon']:,} MB, "
+                    f"peak RssFile {memory.peak['RssFile']:,} MB"
+                )
+                print("| call | s |\n|---|---|")
+                for label in (PARSE, *(label for _, _, label in TIMED)):
+                    if label in totals:
+                        print(f"| {label} | {totals[label]:.2f} |")
+        finally:
+            _drop_database(url)
+
+
+if __name__ == "__main__":
+    main()
