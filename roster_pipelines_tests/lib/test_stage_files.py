@@ -87,3 +87,11 @@ def test_a_frame_reference_outside_the_folder_is_refused(tmp_path: Path) -> None
         Evil(handle).dump({"v": pl.DataFrame({"x": [1]})})
     with pytest.raises(pickle.UnpicklingError, match="unexpected frame reference"):
         stage_files.load(folder)
+
+
+def test_frames_come_back_in_one_chunk(tmp_path: Path) -> None:
+    chunked = pl.concat([_people(), _people(), _people()], rechunk=False)
+    assert chunked.n_chunks() == 3
+    stage_files.save({"v": chunked}, tmp_path / "out")
+    back = stage_files.load(tmp_path / "out")["v"]
+    assert back.n_chunks() == 1 and back.equals(chunked)
