@@ -27,15 +27,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bench_sync import _drop_database, _fresh_database
+from bench_sync import _drop_database, _fresh_database, archive, ensure_drops
 
 from roster_pipelines.defs.sync import assets
 from roster_pipelines.defs.sync.inprocess import run_drop
 from roster_pipelines.lib import contracts, identity, stage_files, sync
-from roster_pipelines.lib.config import DEFAULT_FORMAT, Settings
-from roster_pipelines.lib.drops import archive_drop
-from roster_pipelines.lib.formats import REQUIRED_FILES
-from roster_pipelines.lib.generator import generate_district
+from roster_pipelines.lib.config import Settings
 from roster_pipelines.lib.store import writer
 
 PARSE = "parse: format adapter"
@@ -137,12 +134,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="roster-bench-stages-") as tmp:
         work = Path(tmp)
         data = Path(args.data) / f"p{args.people}" if args.data else work / "data"
-        initial, maintenance = data / "initial", data / "maintenance"
-        if not (maintenance / "enrollments.csv").exists():
-            generate_district(initial, people=args.people, seed=1)
-            generate_district(
-                maintenance, people=args.people, seed=2, maintenance_of=initial, churn=0.01
-            )
+        initial, maintenance = ensure_drops(data, args.people)
         url = _fresh_database("postgres", work)
         settings = Settings.from_env(state_dir=str(work / "state"), database_url=url)
         try:
@@ -151,14 +143,7 @@ def main() -> None:
                 ("maintenance", maintenance),
                 ("repeat", maintenance),
             ):
-                manifest = archive_drop(
-                    folder,
-                    settings.landing_root,
-                    district="bench",
-                    drop=drop,
-                    format=DEFAULT_FORMAT,
-                    file_names=REQUIRED_FILES[DEFAULT_FORMAT],
-                )
+                manifest = archive(folder, settings, drop)
                 totals.clear()
                 start = time.perf_counter()
                 with MemorySampler() as memory:

@@ -41,7 +41,7 @@ import sqlalchemy as sa
 
 from roster_pipelines.defs.sync.inprocess import run_drop
 from roster_pipelines.lib.config import DEFAULT_FORMAT, Settings
-from roster_pipelines.lib.drops import archive_drop
+from roster_pipelines.lib.drops import DropManifest, archive_drop
 from roster_pipelines.lib.formats import REQUIRED_FILES
 from roster_pipelines.lib.generator import generate_district
 from roster_pipelines.lib.store.engine import ROSTER_TABLES, make_engine
@@ -195,10 +195,9 @@ def _data_rows(folder: Path) -> int:
     return rows
 
 
-def _sync(
-    folder: Path, settings: Settings, drop: str, engine: sa.Engine, postgres: bool
-) -> dict[str, Any]:
-    manifest = archive_drop(
+def archive(folder: Path, settings: Settings, drop: str) -> DropManifest:
+    """A generated drop of the benchmark's district, archived into the landing store."""
+    return archive_drop(
         folder,
         settings.landing_root,
         district="bench",
@@ -206,6 +205,21 @@ def _sync(
         format=DEFAULT_FORMAT,
         file_names=REQUIRED_FILES[DEFAULT_FORMAT],
     )
+
+
+def ensure_drops(data: Path, people: int) -> tuple[Path, Path]:
+    """The tier's initial drop and its 1 % churn maintenance drop, generated once."""
+    initial, maintenance = data / "initial", data / "maintenance"
+    if not (maintenance / "enrollments.csv").exists():
+        generate_district(initial, people=people, seed=1)
+        generate_district(maintenance, people=people, seed=2, maintenance_of=initial, churn=0.01)
+    return initial, maintenance
+
+
+def _sync(
+    folder: Path, settings: Settings, drop: str, engine: sa.Engine, postgres: bool
+) -> dict[str, Any]:
+    manifest = archive(folder, settings, drop)
     since = _db_now(engine)
     _reset_peak_rss()
     start = time.perf_counter()
@@ -238,12 +252,7 @@ def run_tier(args: argparse.Namespace, people: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="roster-bench-") as tmp:
         work = Path(tmp)
         data = Path(args.data) / f"p{people}" if args.data else work / "data"
-        initial, maintenance = data / "initial", data / "maintenance"
-        if not (maintenance / "enrollments.csv").exists():
-            generate_district(initial, people=people, seed=1)
-            generate_district(
-                maintenance, people=people, seed=2, maintenance_of=initial, churn=0.01
-            )
+        initial, maintenance = ensure_drops(data, people)
         input_rows = {"initial": _data_rows(initial)}
         input_rows["maintenance 1%"] = input_rows["repeat"] = _data_rows(maintenance)
         folders = {"initial": initial, "maintenance 1%": maintenance, "repeat": maintenance}
