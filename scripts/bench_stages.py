@@ -8,9 +8,9 @@ writes, the report, stage outputs saved and loaded). Prints one table per drop.
 
     .venv/bin/python scripts/bench_stages.py --people 1000000 --data /tmp/roster-bench-data
 
-Timers nest (a stage's total includes the calls inside it), and identity's district
-reads run in a background thread beside the contact-owner lookup, so rows do not add
-up to the total. Not part of the test run.
+Timers nest (a stage's total includes the calls inside it), so rows do not add up to
+the total. It also prints each drop's peak anonymous and file-backed (mapped stage
+files) resident memory. Not part of the test run.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ PARSE = "parse: format adapter"
 TIMED: list[tuple[Any, str, str]] = [
     (contracts, "validate", "validate: contracts"),
     (assets, "resolve_drop", "identity: resolve_drop"),
-    (identity, "_read_district", "  identity: district reads (background)"),
+    (identity, "_read_district", "  identity: district reads"),
     (identity, "contact_owners", "  identity: contact owners"),
     (identity, "_similar_candidates", "  identity: similar-people candidates"),
     (assets, "plan_drop", "plan: plan_drop"),
