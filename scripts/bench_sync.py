@@ -13,7 +13,9 @@ measured in the same run:
 
 Peak RSS is per sync: the process's high-water mark (VmHWM) is reset before each sync
 (`/proc/self/clear_refs`) and read after it, so the floor's own work (the CSV text it
-prepares for COPY) is not counted; the table shows the highest over the runs.
+prepares for COPY) is not counted; the table shows the highest over the runs. What
+earlier syncs left in the allocator still is: `--isolate` runs each sync in a fresh
+process, as each Dagster run has in production (timings then include a cold start).
 
     .venv/bin/python scripts/bench_sync.py                                 # 10k, 3 runs
     .venv/bin/python scripts/bench_sync.py --people 10000 100000 1000000 --repeat 3 \\
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import platform
 import statistics
 import subprocess
@@ -33,6 +36,7 @@ import sys
 import tempfile
 import time
 import uuid
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -216,22 +220,44 @@ def ensure_drops(data: Path, people: int) -> tuple[Path, Path]:
     return initial, maintenance
 
 
-def _sync(
-    folder: Path, settings: Settings, drop: str, engine: sa.Engine, postgres: bool
-) -> dict[str, Any]:
-    manifest = archive(folder, settings, drop)
-    since = _db_now(engine)
+def _run_alone(manifest: DropManifest, settings: Settings) -> dict[str, Any]:
+    """One sync in this (fresh) process: its status, seconds, step durations, peak RSS."""
     _reset_peak_rss()
     start = time.perf_counter()
     run = run_drop(manifest, settings)
     total = time.perf_counter() - start
-    peak_rss = _peak_rss_mb()
-    steps = {
-        e.step_key: e.event_specific_data.duration_ms / 1000  # type: ignore[union-attr]
-        for e in run.result.all_events
-        if e.event_type_value == "STEP_SUCCESS"
+    return {
+        "status": run.outcome.status,
+        "total": total,
+        "peak_rss_mb": _peak_rss_mb(),
+        "steps": {
+            e.step_key: e.event_specific_data.duration_ms / 1000  # type: ignore[union-attr]
+            for e in run.result.all_events
+            if e.event_type_value == "STEP_SUCCESS"
+        },
     }
-    assert run.outcome.status == "applied", run.outcome.status
+
+
+def _sync(
+    folder: Path,
+    settings: Settings,
+    drop: str,
+    engine: sa.Engine,
+    postgres: bool,
+    isolate: bool = False,
+) -> dict[str, Any]:
+    manifest = archive(folder, settings, drop)
+    since = _db_now(engine)
+    if isolate:
+        # A fresh process per sync, as each Dagster run has in production: its peak
+        # RSS is its own, not what this process kept from earlier syncs and floors.
+        spawn = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as child:
+            alone = child.submit(_run_alone, manifest, settings).result()
+    else:
+        alone = _run_alone(manifest, settings)
+    total, peak_rss, steps = alone["total"], alone["peak_rss_mb"], alone["steps"]
+    assert alone["status"] == "applied", alone["status"]
     result: dict[str, Any] = {
         stage: sum(steps.get(s, 0.0) for s in keys) for stage, keys in STAGES.items()
     }
@@ -264,7 +290,8 @@ def run_tier(args: argparse.Namespace, people: int) -> dict[str, Any]:
             engine = make_engine(url)
             try:
                 for scenario in SCENARIOS:
-                    r = _sync(folders[scenario], settings, f"{scenario[:5]}{i}", engine, postgres)
+                    drop = f"{scenario[:5]}{i}"
+                    r = _sync(folders[scenario], settings, drop, engine, postgres, args.isolate)
                     r["rows_per_s"] = input_rows[scenario] / r["total"]
                     results[scenario].append(r)
                     print(f"  {people:,} run {i + 1}: {scenario} {r['total']:.1f} s", flush=True)
@@ -347,6 +374,9 @@ def main() -> None:
     parser.add_argument("--data", help="keep generated drops here and reuse them")
     parser.add_argument("--json", help="write the raw results (all runs) to this file")
     parser.add_argument("--write", help="append the Markdown results to this file")
+    parser.add_argument(
+        "--isolate", action="store_true", help="run each sync in a fresh process (its own RSS)"
+    )
     parser.add_argument("--tier-json", help=argparse.SUPPRESS)  # one tier, in a child
     args = parser.parse_args()
 
@@ -361,6 +391,8 @@ def main() -> None:
             child += [str(args.repeat), "--db", args.db, "--tier-json", str(out)]
             if args.data:
                 child += ["--data", args.data]
+            if args.isolate:
+                child += ["--isolate"]
             subprocess.run(child, check=True)
             tiers.append(json.loads(out.read_text()))
     command = "python scripts/bench_sync.py " + " ".join(sys.argv[1:])
