@@ -53,7 +53,6 @@ the SIS says they are different people (and a merge of them would be refused).
 
 from __future__ import annotations
 
-import io
 import uuid
 from dataclasses import dataclass
 
@@ -61,7 +60,7 @@ import polars as pl
 from sqlalchemy import Connection, insert, select, text, update
 
 from roster_pipelines.lib.canonical import CONTACT_EMAIL, CONTACT_PHONE, ROLE_STUDENT, Roster
-from roster_pipelines.lib.store.frames import chunks, read_many
+from roster_pipelines.lib.store.frames import chunks, copy_out, read_many
 from roster_pipelines.lib.store.models import MergeCandidate
 
 ALREADY_LINKED = "already_linked"
@@ -138,7 +137,7 @@ def _is_postgres(conn: Connection) -> bool:
 
 
 def _bool(column: str) -> pl.Expr:
-    """Booleans as they come back from COPY (t/f) or SQLite (0/1) or Python."""
+    """Booleans as they come back from SQLite (0/1) or Python."""
     c = pl.col(column).cast(pl.String).str.to_lowercase()
     return c.is_in(["t", "true", "1"]).alias(column)
 
@@ -161,33 +160,21 @@ def query_frame(
             if not isinstance(value, int):
                 raise TypeError("query_frame binds integer parameters only")
             sql = sql.replace(f":{name}", str(int(value)))
-        buffer = io.BytesIO()
-        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        try:
-            with cursor.copy(f"COPY ({sql}) TO STDOUT (FORMAT csv)") as copy:
-                for block in copy:
-                    buffer.write(block)
-        finally:
-            cursor.close()
-        if not buffer.tell():
-            return pl.DataFrame(schema=schema)
-        buffer.seek(0)
-        frame = pl.read_csv(buffer, has_header=False, new_columns=list(schema), schema=raw)
-    else:
-        rows = conn.execute(text(sql), params).all()
-        if not rows:
-            return pl.DataFrame(schema=schema)
-        frame = pl.DataFrame(
-            [
-                tuple(
-                    str(v) if v is not None and raw[c] == pl.String else v
-                    for c, v in zip(schema, r, strict=True)
-                )
-                for r in rows
-            ],
-            schema=raw,
-            orient="row",
-        )
+        return copy_out(conn, text(sql), schema)
+    rows = conn.execute(text(sql), params).all()
+    if not rows:
+        return pl.DataFrame(schema=schema)
+    frame = pl.DataFrame(
+        [
+            tuple(
+                str(v) if v is not None and raw[c] == pl.String else v
+                for c, v in zip(schema, r, strict=True)
+            )
+            for r in rows
+        ],
+        schema=raw,
+        orient="row",
+    )
     converted = []
     for column, dtype in schema.items():
         if dtype == pl.Boolean:

@@ -45,7 +45,7 @@ def read_frame(conn: Connection, stmt: Executable, schema: dict[str, Any]) -> pl
     keep it). Postgres rows stream out with `COPY ... TO STDOUT`; `read_many` reads
     big tables faster, outside the caller's transaction."""
     if is_postgres(conn):
-        return _copy_out(conn, stmt, schema)
+        return copy_out(conn, stmt, schema)
     rows = conn.execute(stmt).all()
     return pl.DataFrame([tuple(r) for r in rows], schema=schema, orient="row")
 
@@ -109,7 +109,8 @@ def read_arrow(adbc: Any, sql: str, schema: dict[str, Any]) -> pl.DataFrame:
     return frame.cast(schema).rechunk()  # type: ignore[arg-type]
 
 
-def _copy_out(conn: Connection, stmt: Executable, schema: dict[str, Any]) -> pl.DataFrame:
+def copy_out(conn: Connection, stmt: Executable, schema: dict[str, Any]) -> pl.DataFrame:
+    """`stmt`'s rows through `COPY ... TO STDOUT` on `conn` (Postgres), typed as `schema`."""
     buffer = io.BytesIO()
     cursor = _driver(conn).cursor()
     try:
