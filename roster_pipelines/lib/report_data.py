@@ -93,15 +93,6 @@ def issue_csv_name(code: str) -> str:
     return f"issues_{re.sub(r'[^A-Za-z0-9_-]', '_', code)}.csv"
 
 
-def _parse_ids(ids: str | None) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for part in (ids or "").split("; "):
-        key, sep, value = part.partition("=")
-        if sep and key not in out:
-            out[key] = value
-    return out
-
-
 def row_schools(drop_folder: Path | None) -> pl.DataFrame:
     """(file, row, school_id) of every data row of the drop's files (row 2 = first data row)."""
     schema = {"file": pl.String, "row": pl.Int64, "school_id": pl.String}
@@ -138,14 +129,28 @@ def attribute_issues(
         rows, on=["file", "row"], how="left"
     )
 
-    def from_ids(ids: str | None) -> str | None:
-        parsed = _parse_ids(ids)
-        if parsed.get("school_id"):
-            return parsed["school_id"]
-        return class_schools.get(parsed.get("class_id", ""))
-
-    fallback = pl.Series([from_ids(i) for i in by_row["ids"].to_list()], dtype=pl.String)
+    # Else the issue's own ids: its school_id, or the school of its class_id.
+    school = _id_value("school_id")
+    class_school = (
+        _id_value("class_id")
+        .fill_null("")
+        .replace_strict(class_schools, default=None, return_dtype=pl.String)
+    )
+    fallback = pl.when(school.is_not_null() & (school != "")).then(school).otherwise(class_school)
     return by_row.with_columns(school_id=pl.coalesce(pl.col("school_id"), fallback))
+
+
+def _id_value(key: str) -> pl.Expr:
+    """The value of the first `key=...` part of an issue's `ids` ("a=1; b=2"), column-wise
+    (a report can list a hundred thousand issues)."""
+    prefix = f"{key}="
+    return (
+        pl.col("ids")
+        .fill_null("")
+        .str.split("; ")
+        .list.eval(pl.element().filter(pl.element().str.starts_with(prefix)).str.slice(len(prefix)))
+        .list.first()
+    )
 
 
 def _district_last_applied(conn: Connection, district_id: int) -> datetime | None:

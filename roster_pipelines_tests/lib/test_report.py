@@ -108,6 +108,31 @@ def test_issues_belong_to_the_school_on_their_row() -> None:
     assert got == ["S1", "S2", "S9", None]
 
 
+def test_issue_ids_read_column_wise_like_a_person_reads_them() -> None:
+    """An issue's school comes from its first school_id (when not empty), else from the
+    school of its first class_id; several ids, repeats and odd text are handled."""
+    ids = [
+        None,
+        "",
+        "school_id=S1",
+        "person=p1; school_id=S2; school_id=S3",
+        "school_id=; class_id=C1",
+        "class_id=C1; class_id=C2",
+        "class_id=C9",
+        "class_id=",
+        "person=a=b; class_id=C2",
+        "school_idx=S4; school_id=S5",
+        "note=school_id=S6",
+    ]
+    issues = pl.DataFrame(
+        {"file": [None] * len(ids), "row": [None] * len(ids), "ids": ids},
+        schema={"file": pl.String, "row": pl.Int64, "ids": pl.String},
+    )
+    rows = pl.DataFrame(schema={"file": pl.String, "row": pl.Int64, "school_id": pl.String})
+    got = attribute_issues(issues, rows, {"C1": "K1", "C2": "K2"})["school_id"].to_list()
+    assert got == [None, None, "S1", "S2", "K1", "K1", None, None, "K2", "S5", None]
+
+
 def test_per_school_figures_status_and_trend(tmp_path: Path, sqlite_url: str) -> None:
     settings = Settings.from_env(state_dir=str(tmp_path / "state"), database_url=sqlite_url)
     schools = [["S1", "<script>Lincoln</script>"], ["S2", "Riverside YMCA After-School Program"]]
