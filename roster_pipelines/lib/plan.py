@@ -506,11 +506,25 @@ def build_plan(
 
 def _label_removals(plan: SyncPlan, current: CurrentState) -> None:
     """Give every removal a label a person can read in the held-changes list."""
+
+    # Only the accounts the removals name (the links of a whole district need not be
+    # ranked when a drop removes a few hundred memberships).
+    def removed(rows: pl.DataFrame, changes: TableChanges) -> pl.DataFrame:
+        return rows.join(changes.removals, on="id", how="semi")
+
+    guardianships = removed(current.guardianships, plan.guardianships)
+    named = pl.concat(
+        [
+            removed(current.org_memberships, plan.org_memberships).select("account_id"),
+            removed(current.class_memberships, plan.class_memberships).select("account_id"),
+            guardianships.select(account_id="parent_account_id"),
+            guardianships.select(account_id="student_account_id"),
+        ]
+    )
     person = (
-        current.links.with_columns(
-            rank=pl.col("role").replace_strict(ROLE_RANK, return_dtype=pl.Int8)
-        )
-        .sort(["account_id", "rank"])
+        current.links.join(named, on="account_id", how="semi")
+        .with_columns(rank=pl.col("role").replace_strict(ROLE_RANK, return_dtype=pl.Int8))
+        .sort(["account_id", "rank", "person_key"])
         .unique(subset="account_id", keep="first")
         .select("account_id", "person_key")
     )
