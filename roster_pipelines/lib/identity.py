@@ -338,7 +338,8 @@ def _first_rows(roster: Roster) -> pl.DataFrame:
 def resolve_identities(conn: Connection, district_id: int, roster: Roster) -> Resolution:
     """Every person of the drop with its account (null when one must be created), the
     decision and its reason; plus the merge candidates the drop reveals."""
-    people = _first_rows(roster).select("person_key", "role", "sis_id", "src_file", "src_row")
+    first_rows = _first_rows(roster)
+    people = first_rows.select("person_key", "role", "sis_id", "src_file", "src_row")
     read = _read_district(conn, district_id)
     links = read["links"]
     contacts = roster.contacts.select("person_key", "kind", "value")
@@ -562,7 +563,7 @@ def resolve_identities(conn: Connection, district_id: int, roster: Roster) -> Re
         reason=pl.lit(CONTACT_CONFLICT),
         detail="detail",
     )
-    similar = _similar_candidates(roster, identities, read["people"])
+    similar = _similar_candidates(roster, first_rows, identities, read["people"])
     candidates = _finish_candidates(
         pl.concat(
             [
@@ -618,13 +619,16 @@ def _entity(account: pl.Expr, person: pl.Expr) -> pl.Expr:
 
 
 def _similar_candidates(
-    roster: Roster, identities: pl.DataFrame, district_people: pl.DataFrame
+    roster: Roster,
+    first_rows: pl.DataFrame,
+    identities: pl.DataFrame,
+    district_people: pl.DataFrame,
 ) -> pl.DataFrame:
     """same_name_phone and same_name_dob pairs among the district's people and accounts
-    (`district_people`: accounts with their phones, as `_read_district` reads them)."""
+    (`first_rows`: the drop's people, one row each; `district_people`: accounts with
+    their phones, as `_read_district` reads them)."""
     drop_people = (
-        _first_rows(roster)
-        .select("person_key", "role", "first_name", "last_name", "dob")
+        first_rows.select("person_key", "role", "first_name", "last_name", "dob")
         .join(identities.select("person_key", "account_id"), on="person_key")
         .with_columns(entity=_entity(pl.col("account_id"), pl.col("person_key")))
     )
