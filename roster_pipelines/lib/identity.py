@@ -60,7 +60,7 @@ import polars as pl
 from sqlalchemy import Connection, insert, select, text, update
 
 from roster_pipelines.lib.canonical import CONTACT_EMAIL, CONTACT_PHONE, ROLE_STUDENT, Roster
-from roster_pipelines.lib.store.frames import chunks, copy_out, read_many
+from roster_pipelines.lib.store.frames import chunks, copy_out, is_postgres, read_many
 from roster_pipelines.lib.store.models import MergeCandidate
 
 ALREADY_LINKED = "already_linked"
@@ -132,10 +132,6 @@ class Resolution:
 # --- reading the database set-based --------------------------------------------------
 
 
-def _is_postgres(conn: Connection) -> bool:
-    return conn.dialect.name == "postgresql"
-
-
 def _bool(column: str) -> pl.Expr:
     """Booleans as they come back from SQLite (0/1) or Python."""
     c = pl.col(column).cast(pl.String).str.to_lowercase()
@@ -155,7 +151,7 @@ def query_frame(
     """
     params = params or {}
     raw = {c: (t if t == pl.Int64 else pl.String) for c, t in schema.items()}
-    if _is_postgres(conn):
+    if is_postgres(conn):
         for name, value in params.items():
             if not isinstance(value, int):
                 raise TypeError("query_frame binds integer parameters only")
@@ -194,7 +190,7 @@ def _stage(conn: Connection, frame: pl.DataFrame, columns: dict[str, str]) -> st
     """
     name = f"tmp_identity_{uuid.uuid4().hex[:10]}"
     ddl = ", ".join(f"{c} {t} NOT NULL" for c, t in columns.items())
-    if _is_postgres(conn):
+    if is_postgres(conn):
         conn.exec_driver_sql(f"CREATE TEMP TABLE {name} ({ddl}) ON COMMIT DROP")
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
@@ -231,7 +227,7 @@ def contact_owners(conn: Connection, wanted: pl.DataFrame) -> pl.DataFrame:
     if not wanted.height:
         return pl.DataFrame(schema=OWNERS_SCHEMA)
     stage = _stage(conn, wanted, {"kind": "varchar(8)", "value": "varchar(320)"})
-    if _is_postgres(conn):
+    if is_postgres(conn):
         # Room for the hash join of a million-person drop (this transaction only).
         conn.exec_driver_sql("SET LOCAL work_mem = '256MB'")
     try:
@@ -252,7 +248,7 @@ def _owners(conn: Connection, wanted: pl.DataFrame, district: pl.DataFrame) -> p
     (`district`, OWNERS_SCHEMA): one email or phone is one row in the whole app, so a
     value found there has that owner; only the others are looked up app-wide."""
     wanted = wanted.select("kind", "value").unique()
-    known = district.join(wanted, on=["kind", "value"], how="semi").unique(["kind", "value"])
+    known = district.join(wanted, on=["kind", "value"], how="semi")
     rest = wanted.join(known, on=["kind", "value"], how="anti")
     return pl.concat([known, contact_owners(conn, rest)], how="vertical_relaxed").cast(
         OWNERS_SCHEMA
@@ -297,7 +293,7 @@ def _read_district(conn: Connection, district_id: int) -> dict[str, pl.DataFrame
         "links": (_LINKS_SQL, _LINKS_SCHEMA),
         "people": (_ORG_PEOPLE_SQL, _PEOPLE_SCHEMA),
     }
-    if not _is_postgres(conn):
+    if not is_postgres(conn):
         return {
             name: query_frame(conn, sql, schema, {"d": district_id})
             for name, (sql, schema) in queries.items()

@@ -274,6 +274,23 @@ def _plan_accounts(
     return accounts_changes, links_changes, account_of
 
 
+def _identity_alerts(identities: pl.DataFrame) -> list[pl.DataFrame]:
+    """The alerts identity resolution raised (IDENTITY_CONFLICT, ACCOUNT_TAKEN): they
+    travel on `identities`, one per person, and are reported with the plan's."""
+    if "alert_code" not in identities.columns:
+        return []
+    alerts = identities.filter(pl.col("alert_code").is_not_null())
+    return [
+        _person_issues(
+            alerts.filter(pl.col("alert_code") == code),
+            code,
+            pl.col("alert_message"),
+            with_value=False,
+        )
+        for code in sorted(alerts["alert_code"].unique().to_list())
+    ]
+
+
 def _plan_contacts(
     roster: Roster,
     identities: pl.DataFrame,
@@ -281,7 +298,7 @@ def _plan_contacts(
     contact_owners: pl.DataFrame,
     account_of: pl.DataFrame,
 ) -> tuple[TableChanges, list[pl.DataFrame]]:
-    """Contact points, and the alerts about them and about identities."""
+    """Contact points, and the alerts about them."""
     plan_issues: list[pl.DataFrame] = []
     # Contact points (R4 and the contact-point conflicts; issue 4). One email or phone
     # belongs to one account:
@@ -296,18 +313,6 @@ def _plan_contacts(
     #   district's values are not stale): new values are added, none replaced;
     # - a value another account owns stays where it is (CONTACT_IN_USE alert; identity
     #   resolution records the two accounts as merge candidates).
-    # Identity alerts (IDENTITY_CONFLICT, ACCOUNT_TAKEN) travel on `identities`.
-    if "alert_code" in identities.columns:
-        alerts = identities.filter(pl.col("alert_code").is_not_null())
-        for code in sorted(alerts["alert_code"].unique().to_list()):
-            plan_issues.append(
-                _person_issues(
-                    alerts.filter(pl.col("alert_code") == code),
-                    code,
-                    pl.col("alert_message"),
-                    with_value=False,
-                )
-            )
     desired_contacts = (
         roster.contacts.join(account_of, on="person_key")
         .unique(subset=["kind", "value"], keep="first", maintain_order=True)
@@ -524,7 +529,7 @@ def build_plan(
     # returns: at a million people they held about 1.8 GB at once.
     schools_changes, org_ids = _plan_schools(roster, current)
     accounts_changes, links_changes, account_of = _plan_accounts(roster, identities, current)
-    contacts_changes, plan_issues = _plan_contacts(
+    contacts_changes, contact_issues = _plan_contacts(
         roster, identities, current, contact_owners, account_of
     )
     classes_changes, class_ids = _plan_classes(roster, current, org_ids, account_of)
@@ -545,7 +550,7 @@ def build_plan(
         guardianships=guardianship_changes,
         accounts_linked=int(identities.filter(pl.col("decision") == LINKED).height),
         hold_reasons=[],
-        issues=concat_issues(*plan_issues),
+        issues=concat_issues(*_identity_alerts(identities), *contact_issues),
         base_run_id=current.last_run_id,
     )
     _label_removals(plan, current)
