@@ -1,0 +1,81 @@
+"""The IO manager hands a sync stage's output to the stages that read it in the same
+run without reading it back from disk, and still writes every output to disk."""
+
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from roster_pipelines.defs.sync import resources
+from roster_pipelines.defs.sync.inprocess import run_drop
+from roster_pipelines.defs.sync.resources import DropStorageIOManager
+from roster_pipelines.lib import stage_files
+from roster_pipelines.lib.config import DEFAULT_FORMAT, Settings
+from roster_pipelines.lib.drops import archive_drop
+from roster_pipelines.lib.formats import REQUIRED_FILES
+from roster_pipelines_tests.lib.test_corpus import CORPUS
+
+
+def _contexts(manager: DropStorageIOManager, asset: str):
+    key = dg.AssetKey(asset)
+    out = dg.build_output_context(asset_key=key, partition_key="d|1")
+    return out, dg.build_input_context(asset_key=key, partition_key="d|1", upstream_output=out)
+
+
+def test_a_sync_run_reads_no_stage_output_back_from_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaded: list[str] = []
+    real_load = stage_files.load
+
+    def counting_load(folder: Path):
+        loaded.append(folder.parent.name)
+        return real_load(folder)
+
+    monkeypatch.setattr(resources.stage_files, "load", counting_load)
+    settings = Settings.from_env(
+        state_dir=str(tmp_path / "state"), database_url=f"sqlite:///{tmp_path / 'app.db'}"
+    )
+    manifest = archive_drop(
+        CORPUS / "contact_conflicts",
+        settings.landing_root,
+        district="handoff",
+        drop=None,
+        format=DEFAULT_FORMAT,
+        file_names=REQUIRED_FILES[DEFAULT_FORMAT],
+    )
+    run = run_drop(manifest, settings)
+    assert run.outcome.status == "applied"
+    # Only what the caller reads after the run (the outcome) came from disk.
+    assert set(loaded) <= {"applied_sync"}
+    # Every stage's output is on disk all the same, equal to what the stages used.
+    root = settings.state_dir / "stage_outputs"
+    for asset in ("parsed_roster", "validated_roster", "identity_resolution", "sync_plan"):
+        assert (root / asset / manifest.partition_key / stage_files.OBJECT).exists(), asset
+    validated = real_load(root / "validated_roster" / manifest.partition_key)
+    assert validated.counts() == run.outcome.counts
+
+
+def test_an_output_is_read_from_disk_once_every_reader_had_it_or_it_was_rewritten(
+    tmp_path: Path,
+) -> None:
+    manager = DropStorageIOManager(state_dir=str(tmp_path))
+    out, inp = _contexts(manager, "sync_plan")  # one reader: applied_sync
+    handed = {"frame": pl.DataFrame({"x": [1, 2]})}
+    manager.handle_output(out, handed)
+    assert manager.load_input(inp) is handed
+    again = manager.load_input(inp)  # its reader had it: from disk
+    assert again is not handed and again["frame"].equals(handed["frame"])
+
+    manager.handle_output(out, handed)
+    stage_files.save({"frame": pl.DataFrame({"x": [3]})}, manager._path(out))  # another run
+    assert manager.load_input(inp)["frame"]["x"].to_list() == [3]
+
+
+def test_outputs_of_assets_outside_the_sync_graph_are_not_held(tmp_path: Path) -> None:
+    manager = DropStorageIOManager(state_dir=str(tmp_path))
+    out, inp = _contexts(manager, "sync_report")  # nothing reads it
+    manager.handle_output(out, "report folder")
+    assert manager._handoff == {}
+    assert manager.load_input(inp) == "report folder"
