@@ -17,6 +17,10 @@ import sqlalchemy as sa
 
 from roster_pipelines.lib.formats import remind_csv
 
+# Every incremental plan a test makes is checked against the full plan of the same
+# drop (lib/sync.py; subprocesses inherit it).
+os.environ.setdefault("ROSTER_VERIFY_INCREMENTAL", "1")
+
 PG_ADMIN_URL = os.environ.get(
     "ROSTER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )

@@ -22,6 +22,7 @@ from roster_pipelines.lib.canonical import (
     Roster,
 )
 from roster_pipelines.lib.identity import LINKED
+from roster_pipelines.lib.incremental import Scope
 from roster_pipelines.lib.issues import concat_issues, with_catalogue
 from roster_pipelines.lib.store.state import CurrentState
 
@@ -86,6 +87,8 @@ class SyncPlan:
     issues: pl.DataFrame
     # The latest applied/held run the plan was made against (None: first drop).
     base_run_id: int | None = None
+    # An incremental plan's scope in numbers (lib/incremental.py); None: planned in full.
+    scope: dict[str, int] | None = None
 
     @property
     def held(self) -> bool:
@@ -147,6 +150,15 @@ def _person_issues(
         ),
         code,
     )
+
+
+def _in_scope(frame: pl.DataFrame, people: pl.Series | None, *columns: str) -> pl.DataFrame:
+    """The rows of `frame` naming a person in scope in any of `columns` (all rows when
+    the plan is not scoped)."""
+    if people is None:
+        return frame
+    wanted = people.implode()
+    return frame.filter(pl.any_horizontal(pl.col(c).is_in(wanted) for c in columns))
 
 
 def _with_temp_ids(frame: pl.DataFrame) -> pl.DataFrame:
@@ -215,10 +227,10 @@ def _plan_schools(roster: Roster, current: CurrentState) -> tuple[TableChanges, 
 
 
 def _plan_accounts(
-    roster: Roster, identities: pl.DataFrame, current: CurrentState
+    roster: Roster, identities: pl.DataFrame, current: CurrentState, scope: pl.Series | None
 ) -> tuple[TableChanges, TableChanges, pl.DataFrame]:
     """Accounts and SIS links; plus (person_key, account_id) of every person of the drop
-    (a temporary negative id for an account the drop creates)."""
+    (a temporary negative id for an account the drop creates), scoped or not."""
     # Accounts: created ones get temp ids; everyone's account id is then known.
     people = roster.people.join(
         identities.select("person_key", "account_id", "decision"), on="person_key"
@@ -233,7 +245,8 @@ def _plan_accounts(
     # One account may be several SIS people (a teacher who is also a parent): the
     # highest role speaks for the account's name; dob and grade come from students.
     desired_accounts = (
-        people.filter(pl.col("account_id").is_not_null())
+        _in_scope(people, scope, "person_key")
+        .filter(pl.col("account_id").is_not_null())
         .with_columns(rank=pl.col("role").replace_strict(ROLE_RANK, return_dtype=pl.Int8))
         .sort(["account_id", "rank", "person_key"])
         .unique(subset="account_id", keep="first", maintain_order=True)
@@ -256,8 +269,10 @@ def _plan_accounts(
     )
 
     # SIS links bind (district, person_key) to an account.
-    desired_links = roster.people.select("person_key", "role", "sis_id").join(
-        account_of, on="person_key"
+    desired_links = (
+        _in_scope(roster.people, scope, "person_key")
+        .select("person_key", "role", "sis_id")
+        .join(account_of, on="person_key")
     )
     l_joined = desired_links.join(
         current.links.select("id", "person_key", "active"), on="person_key", how="left"
@@ -442,11 +457,16 @@ def _plan_classes(
 
 
 def _plan_org_memberships(
-    roster: Roster, current: CurrentState, org_ids: pl.DataFrame, account_of: pl.DataFrame
+    roster: Roster,
+    current: CurrentState,
+    org_ids: pl.DataFrame,
+    account_of: pl.DataFrame,
+    scope: pl.Series | None,
 ) -> TableChanges:
     """School memberships."""
     desired_org_memberships = (
-        roster.school_memberships.join(org_ids, on="school_id")
+        _in_scope(roster.school_memberships, scope, "person_key")
+        .join(org_ids, on="school_id")
         .join(account_of, on="person_key")
         .select("org_id", "account_id", "role")
     )
@@ -457,22 +477,34 @@ def _plan_org_memberships(
 
 
 def _plan_class_memberships(
-    roster: Roster, current: CurrentState, class_ids: pl.DataFrame, account_of: pl.DataFrame
+    roster: Roster,
+    current: CurrentState,
+    class_ids: pl.DataFrame,
+    account_of: pl.DataFrame,
+    scope: pl.Series | None,
 ) -> TableChanges:
     """Class memberships: enrollments, the owner teacher, and parents through their
     students' enrollments (R7)."""
     student_enrollments = roster.enrollments.filter(pl.col("role") == ROLE_STUDENT)
-    parent_enrollments = roster.guardianships.join(
-        student_enrollments.select("class_id", student_person_key="person_key"),
-        on="student_person_key",
-    ).select("class_id", person_key="parent_person_key", role=pl.lit(ROLE_PARENT))
-    owners = roster.classes.select(
-        "class_id", person_key="owner_person_key", role=pl.lit(ROLE_TEACHER)
+    parent_enrollments = (
+        _in_scope(roster.guardianships, scope, "parent_person_key")
+        .join(
+            student_enrollments.select("class_id", student_person_key="person_key"),
+            on="student_person_key",
+        )
+        .select("class_id", person_key="parent_person_key", role=pl.lit(ROLE_PARENT))
+    )
+    owners = _in_scope(
+        roster.classes.select("class_id", person_key="owner_person_key", role=pl.lit(ROLE_TEACHER)),
+        scope,
+        "person_key",
     )
     desired_class_memberships = (
         pl.concat(
             [
-                roster.enrollments.select("class_id", "person_key", "role"),
+                _in_scope(roster.enrollments, scope, "person_key").select(
+                    "class_id", "person_key", "role"
+                ),
                 owners,
                 parent_enrollments,
             ]
@@ -490,11 +522,12 @@ def _plan_class_memberships(
 
 
 def _plan_guardianships(
-    roster: Roster, current: CurrentState, account_of: pl.DataFrame
+    roster: Roster, current: CurrentState, account_of: pl.DataFrame, scope: pl.Series | None
 ) -> TableChanges:
     """Guardianships."""
     desired_guardianships = (
-        roster.guardianships.join(
+        _in_scope(roster.guardianships, scope, "parent_person_key", "student_person_key")
+        .join(
             account_of.rename(
                 {"person_key": "parent_person_key", "account_id": "parent_account_id"}
             ),
@@ -522,20 +555,30 @@ def build_plan(
     *,
     thresholds: dict[str, dict[str, float]] | None = None,
     now: datetime,
+    scope: Scope | None = None,
 ) -> SyncPlan:
     """Work out every change the drop makes. `contact_owners` (kind, value, account_id)
-    lists existing accounts owning any contact value of the drop."""
+    lists existing accounts owning any contact value of the drop.
+
+    With a `scope` (an incremental plan, lib/incremental.py) `current` holds only the
+    scope's accounts, and people, memberships and guardianships are diffed for the
+    scope's people only; schools, classes and contact points are planned whole."""
+    people = scope.people if scope is not None else None
     # Each part is its own function so its intermediate frames are freed when it
     # returns: at a million people they held about 1.8 GB at once.
     schools_changes, org_ids = _plan_schools(roster, current)
-    accounts_changes, links_changes, account_of = _plan_accounts(roster, identities, current)
+    accounts_changes, links_changes, account_of = _plan_accounts(
+        roster, identities, current, people
+    )
     contacts_changes, contact_issues = _plan_contacts(
         roster, identities, current, contact_owners, account_of
     )
     classes_changes, class_ids = _plan_classes(roster, current, org_ids, account_of)
-    org_membership_changes = _plan_org_memberships(roster, current, org_ids, account_of)
-    class_membership_changes = _plan_class_memberships(roster, current, class_ids, account_of)
-    guardianship_changes = _plan_guardianships(roster, current, account_of)
+    org_membership_changes = _plan_org_memberships(roster, current, org_ids, account_of, people)
+    class_membership_changes = _plan_class_memberships(
+        roster, current, class_ids, account_of, people
+    )
+    guardianship_changes = _plan_guardianships(roster, current, account_of, people)
 
     plan = SyncPlan(
         district_id=current.district_id,
@@ -552,6 +595,7 @@ def build_plan(
         hold_reasons=[],
         issues=concat_issues(*_identity_alerts(identities), *contact_issues),
         base_run_id=current.last_run_id,
+        scope=scope.stats() if scope is not None else None,
     )
     _label_removals(plan, current)
     plan.hold_reasons = guard_reasons(
@@ -746,15 +790,18 @@ def guard_reasons(
 ) -> list[str]:
     """Why the drop's destructive changes must wait for an administrator (empty: apply)."""
     reasons: list[str] = []
-    totals = {
-        "people": (plan.links.removals.height, current.links.filter(pl.col("active")).height),
-        "classes": (plan.classes.removals.height, current.classes.filter(pl.col("active")).height),
-        "enrollments": (
-            plan.class_memberships.removals.height,
-            current.class_memberships.filter(pl.col("active")).height,
-        ),
+    active = current.totals or {
+        "people": current.links.filter(pl.col("active")).height,
+        "classes": current.classes.filter(pl.col("active")).height,
+        "enrollments": current.class_memberships.filter(pl.col("active")).height,
     }
-    for kind, (removed, total) in totals.items():
+    removed_of = {
+        "people": plan.links.removals.height,
+        "classes": plan.classes.removals.height,
+        "enrollments": plan.class_memberships.removals.height,
+    }
+    for kind, removed in removed_of.items():
+        total = active[kind]
         limit = {**DEFAULT_THRESHOLDS[kind], **thresholds.get(kind, {})}
         if total and removed >= limit["count"] and 100.0 * removed / total > limit["percent"]:
             reasons.append(
@@ -780,6 +827,38 @@ def guard_reasons(
             "removals wait for an administrator"
         )
     return reasons
+
+
+def plan_differences(plan: SyncPlan, other: SyncPlan) -> list[str]:
+    """How two plans of one drop differ (empty: they are the same plan): each table's
+    adds, updates, reactivations and removals as sets of rows, the issues, the hold
+    reasons and the counts."""
+    found: list[str] = []
+
+    def rows(frame: pl.DataFrame) -> pl.DataFrame:
+        return frame.sort(frame.columns, nulls_last=True) if frame.width else frame
+
+    for attr in (
+        "schools",
+        "accounts",
+        "links",
+        "contacts",
+        "classes",
+        "org_memberships",
+        "class_memberships",
+        "guardianships",
+    ):
+        for part in ("adds", "updates", "reactivations", "removals"):
+            a, b = getattr(getattr(plan, attr), part), getattr(getattr(other, attr), part)
+            if a.columns != b.columns or not rows(a).equals(rows(b)):
+                found.append(f"{attr}.{part}: {a.height} rows against {b.height}")
+    if not rows(plan.issues).equals(rows(other.issues)):
+        found.append(f"issues: {plan.issues.height} against {other.issues.height}")
+    if plan.hold_reasons != other.hold_reasons:
+        found.append(f"hold reasons: {plan.hold_reasons} against {other.hold_reasons}")
+    if plan.counts() != other.counts() or plan.is_initial != other.is_initial:
+        found.append(f"counts: {plan.counts()} against {other.counts()}")
+    return found
 
 
 def held_changes(plan: SyncPlan) -> dict[str, int]:

@@ -6,6 +6,8 @@ code runs under Dagster, in the CLI and in tests.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +24,13 @@ from roster_pipelines.lib.identity import (
     record_candidates,
     resolve_identities,
 )
+from roster_pipelines.lib.incremental import (
+    PLAN_VERSION,
+    Scope,
+    changed_people,
+    roster_digest,
+    scope_for,
+)
 from roster_pipelines.lib.issues import ISSUES_SCHEMA, concat_issues, issue_row, issues_frame
 from roster_pipelines.lib.notify.outbox import enqueue_sync_notifications
 from roster_pipelines.lib.plan import (
@@ -29,11 +38,19 @@ from roster_pipelines.lib.plan import (
     SyncPlan,
     build_plan,
     changes_frame,
+    plan_differences,
     removals_frame,
 )
 from roster_pipelines.lib.store.engine import refresh_statistics
+from roster_pipelines.lib.store.frames import chunks
 from roster_pipelines.lib.store.locks import lock_district
-from roster_pipelines.lib.store.models import DistrictSettings
+from roster_pipelines.lib.store.marks import (
+    clean_base_run,
+    current_mark,
+    mark_districts_sharing,
+    mark_sync_transaction,
+)
+from roster_pipelines.lib.store.models import DistrictSettings, SisLink
 from roster_pipelines.lib.store.state import (
     RunRef,
     get_or_create_district,
@@ -125,25 +142,104 @@ def resolve_drop(
     )
 
 
+# Set (the test suite does) to plan every incremental drop in full as well and fail
+# on any difference between the two plans.
+VERIFY_INCREMENTAL_ENV = "ROSTER_VERIFY_INCREMENTAL"
+# Past this share of the drop's people an incremental plan saves little: plan in full.
+MAX_SCOPE_SHARE = 0.25
+
+
+class IncrementalMismatch(AssertionError):
+    """An incremental plan differed from the full plan (verification mode only)."""
+
+
 def plan_drop(
-    engine: Engine, identity: IdentityResult, roster: Roster, *, now: datetime | None = None
+    engine: Engine,
+    identity: IdentityResult,
+    roster: Roster,
+    *,
+    now: datetime | None = None,
+    previous: Callable[[str], Roster | None] | None = None,
 ) -> SyncPlan:
+    """The drop's plan. `previous` gives the validated roster of an earlier drop of the
+    district (by drop id) when it is still stored: with it, a maintenance drop on
+    Postgres is planned incrementally when that is exact (lib/incremental.py)."""
+    now = now or utcnow()
     with engine.connect() as conn:
-        linked_ids = identity.identities["account_id"].drop_nulls().unique().to_list()
-        current = load_current_state(
-            conn, identity.district_id, extra_account_ids=linked_ids, bulk=True
-        )
-        owners = identity.contact_owners
-        if owners is None:
-            owners = contact_owners(conn, roster.contacts.select("kind", "value"))
-        thresholds = conn.execute(
-            select(DistrictSettings.removal_thresholds).where(
-                DistrictSettings.district_id == identity.district_id
-            )
-        ).scalar()
-    return build_plan(
-        roster, identity.identities, current, owners, thresholds=thresholds, now=now or utcnow()
+        scope = _incremental_scope(conn, identity, roster, previous)
+        plan = _plan(conn, identity, roster, now, scope)
+        if scope is not None and os.environ.get(VERIFY_INCREMENTAL_ENV):
+            differences = plan_differences(plan, _plan(conn, identity, roster, now, None))
+            if differences:
+                raise IncrementalMismatch(
+                    "the incremental plan differs from the full plan: " + "; ".join(differences)
+                )
+    return plan
+
+
+def _plan(
+    conn: Connection, identity: IdentityResult, roster: Roster, now: datetime, scope: Scope | None
+) -> SyncPlan:
+    linked_ids = identity.identities["account_id"].drop_nulls().unique().to_list()
+    current = load_current_state(
+        conn,
+        identity.district_id,
+        extra_account_ids=linked_ids,
+        bulk=True,
+        accounts_in_scope=scope.accounts if scope is not None else None,
     )
+    owners = identity.contact_owners
+    if owners is None:
+        owners = contact_owners(conn, roster.contacts.select("kind", "value"))
+    thresholds = conn.execute(
+        select(DistrictSettings.removal_thresholds).where(
+            DistrictSettings.district_id == identity.district_id
+        )
+    ).scalar()
+    return build_plan(
+        roster, identity.identities, current, owners, thresholds=thresholds, now=now, scope=scope
+    )
+
+
+def _incremental_scope(
+    conn: Connection,
+    identity: IdentityResult,
+    roster: Roster,
+    previous: Callable[[str], Roster | None] | None,
+) -> Scope | None:
+    """The part of the district this drop can change, when the district still holds
+    exactly what its last applied drop left and that drop's roster is stored; None:
+    plan in full."""
+    if previous is None:
+        return None
+    base = clean_base_run(conn, identity.district_id)
+    if base is None or base.plan_version != PLAN_VERSION:
+        return None
+    old = previous(base.drop_id)
+    if old is None or base.roster_digest is None or roster_digest(old) != base.roster_digest:
+        return None
+    found = changed_people(roster, old)
+    if found is None:
+        return None
+    changed, counts = found
+    if changed.len() > MAX_SCOPE_SHARE * max(identity.identities.height, 1):
+        return None
+    gone = changed.filter(changed.is_in(identity.identities["person_key"].implode()).not_())
+    accounts_of_gone = [
+        account
+        for chunk in chunks(gone.to_list())
+        for account in conn.execute(
+            select(SisLink.account_id).where(
+                SisLink.district_id == identity.district_id, SisLink.person_key.in_(chunk)
+            )
+        ).scalars()
+    ]
+    scope = scope_for(
+        changed, counts, identity.identities, pl.Series(accounts_of_gone, dtype=pl.Int64)
+    )
+    if scope.people.len() > MAX_SCOPE_SHARE * max(identity.identities.height, 1):
+        return None
+    return scope
 
 
 def write_plan_files(plan: SyncPlan, folder: Path) -> list[Path]:
@@ -200,7 +296,11 @@ def apply_drop(
         if dry_run:
             status, changes = DRY_RUN, zero_changes()
         else:
+            # The district's own writes leave its change mark; other districts sharing
+            # an account it changes are marked (lib/store/marks.py).
+            mark_sync_transaction(conn, plan.district_id)
             applied = apply_plan(conn, plan, now=utcnow())
+            mark_districts_sharing(conn, plan)
             changes = applied.counts
             status = HELD if plan.held else APPLIED
             supersede_pending_holds(conn, plan.district_id)
@@ -218,6 +318,9 @@ def apply_drop(
             started_at=started_at,
             finished_at=utcnow(),
             received_at=received_at(manifest),
+            change_mark=current_mark(conn, plan.district_id),
+            plan_version=PLAN_VERSION,
+            roster_digest=roster_digest(roster) if status == APPLIED else None,
         )
         if status == HELD:
             record_hold(conn, sync_run_id=run_id, plan=plan)

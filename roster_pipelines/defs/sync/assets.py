@@ -8,11 +8,12 @@ import polars as pl
 
 from roster_pipelines.defs.sync.partitions import drops_partitions
 from roster_pipelines.defs.sync.resources import RosterStore
-from roster_pipelines.lib import contracts
+from roster_pipelines.lib import contracts, stage_files
 from roster_pipelines.lib.canonical import Roster
 from roster_pipelines.lib.drops import (
     DropManifest,
     load_manifest,
+    partition_key,
     split_partition_key,
     verify_archive,
 )
@@ -198,13 +199,27 @@ def sync_plan(
     validated_roster: Roster,
     identity_resolution: IdentityResult,
 ) -> SyncPlan:
-    """Desired minus current state, per type; guards decide apply or hold."""
-    plan = plan_drop(roster_store.engine(), identity_resolution, validated_roster)
+    """Desired minus current state, per type; guards decide apply or hold.
+
+    A maintenance drop whose district holds exactly what its last applied drop left is
+    planned for the people it changes only (lib/incremental.py), against that drop's
+    validated roster as this run's storage kept it."""
     district, drop = split_partition_key(context.partition_key)
+    stored = roster_store.settings().state_dir / "stage_outputs" / "validated_roster"
+
+    def previous(previous_drop: str) -> Roster | None:
+        folder = stored / partition_key(district, previous_drop)
+        return stage_files.load(folder) if (folder / stage_files.OBJECT).exists() else None
+
+    plan = plan_drop(
+        roster_store.engine(), identity_resolution, validated_roster, previous=previous
+    )
     files = write_plan_files(plan, roster_store.settings().reports_root / district / drop)
     context.add_output_metadata(
         {
             **plan.counts(),
+            "planned": "in full" if plan.scope is None else "incrementally",
+            **(plan.scope or {}),
             "plan_files": dg.MetadataValue.json([str(f) for f in files]),
             "held": plan.held,
             "hold_reasons": dg.MetadataValue.md(

@@ -11,6 +11,7 @@ from datetime import date, datetime
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Date,
     DateTime,
@@ -186,6 +187,26 @@ class SyncRun(Base):
     planned: Mapped[dict | None] = mapped_column(JSON)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The district's change mark this run left (RosterChangeMark.seq; Postgres only).
+    change_mark: Mapped[int | None] = mapped_column(BigInteger)
+    # The version of the plan's rules it was planned by (lib/incremental.PLAN_VERSION).
+    plan_version: Mapped[str | None] = mapped_column(String(32))
+    # A fingerprint of the validated roster it applied (lib/incremental.roster_digest).
+    roster_digest: Mapped[str | None] = mapped_column(String(32))
+
+
+class RosterChangeMark(Base):
+    """Moves whenever a district's roster is written by anything but its own sync.
+
+    Row triggers on the roster tables keep it (Postgres, migration 0006); no foreign
+    key, so a mark never stands in the way of deleting an organisation.
+    """
+
+    __tablename__ = "roster_change_marks"
+
+    district_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class SyncIssue(Base):

@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import polars as pl
-from sqlalchemy import Connection, Select, and_, insert, select
+from sqlalchemy import Connection, Select, and_, column, func, insert, or_, select, table
 
-from roster_pipelines.lib.store.frames import chunks, concat, read_frame, read_many
+from roster_pipelines.lib.store.frames import chunks, concat, read_frame, read_many, stage
 from roster_pipelines.lib.store.models import (
     Account,
     Class,
@@ -105,6 +105,9 @@ class CurrentState:
     last_applied_at: datetime | None
     # The run the state reflects; the apply step refuses a plan made on older state.
     last_run_id: int | None = None
+    # A scoped read (an incremental plan) holds only some accounts' rows; the hold
+    # thresholds then take the district's active totals from here.
+    totals: dict[str, int] | None = None
 
 
 def get_or_create_district(conn: Connection, district_sis_id: str) -> int:
@@ -143,8 +146,14 @@ def load_current_state(
     extra_account_ids: list[int] | None = None,
     *,
     bulk: bool = False,
+    accounts_in_scope: pl.Series | None = None,
 ) -> CurrentState:
     """Read the district's rows; `extra_account_ids` adds accounts matched by contact.
+
+    With `accounts_in_scope` (an incremental plan, Postgres) the rows of people,
+    memberships and guardianships are read for those accounts only (through a staged
+    key table, in `conn`'s transaction), schools, classes and contact points whole,
+    and the totals the hold thresholds need are counted.
 
     `bulk` (the plan stage) reads the big tables at once through separate ADBC
     connections on Postgres (`frames.read_many`): committed data only, so never inside
@@ -156,10 +165,17 @@ def load_current_state(
     # read makes the plan stale, and the apply step refuses it.
     last = latest_run(conn, district_id)
     queries = _state_queries(district_id)
+    scoped: dict[str, pl.DataFrame] = {}
+    totals = None
+    if accounts_in_scope is not None:
+        scoped = _scoped_reads(conn, district_id, accounts_in_scope)
+        totals = _active_totals(conn, district_id)
+        queries = {name: q for name, q in queries.items() if name not in scoped}
     if bulk:
         read = read_many(conn, queries)
     else:
         read = {name: read_frame(conn, stmt, schema) for name, (stmt, schema) in queries.items()}
+    read.update(scoped)
     # Accounts matched by contact and not yet linked are fetched by id (few).
     extra = (
         pl.Series("account_id", extra_account_ids or [], pl.Int64)
@@ -207,7 +223,63 @@ def load_current_state(
         guardianships=read["guardianships"],
         last_applied_at=last.finished_at if last else None,
         last_run_id=last.id if last else None,
+        totals=totals,
     )
+
+
+def _scoped_reads(
+    conn: Connection, district_id: int, accounts: pl.Series
+) -> dict[str, pl.DataFrame]:
+    """The district's rows of these accounts: links, accounts, memberships and
+    guardianships (the tables whose rows follow people)."""
+    name = stage(conn, "accounts", accounts.rename("id").to_frame())
+    scope = table(name, column("id"))
+    full = _state_queries(district_id)
+    reads = {}
+    for key, on in (
+        ("links", SisLink.account_id),
+        ("accounts", Account.id),
+        ("org_memberships", OrgMembership.account_id),
+        ("class_memberships", ClassMembership.account_id),
+    ):
+        stmt, schema = full[key]
+        if key == "accounts":
+            stmt = select(*_ACCOUNT_COLS)
+        reads[key] = read_frame(conn, stmt.join(scope, scope.c.id == on), schema)
+    stmt, schema = full["guardianships"]
+    reads["guardianships"] = read_frame(
+        conn,
+        stmt.where(
+            or_(
+                Guardianship.parent_account_id.in_(select(scope.c.id)),
+                Guardianship.student_account_id.in_(select(scope.c.id)),
+            )
+        ),
+        schema,
+    )
+    return reads
+
+
+def _active_totals(conn: Connection, district_id: int) -> dict[str, int]:
+    """The district's active people, classes and enrollments (hold thresholds)."""
+    people = select(func.count()).where(SisLink.district_id == district_id, SisLink.active)
+    classes = select(func.count()).where(
+        Class.district_id == district_id, Class.sis_class_id.is_not(None), Class.active
+    )
+    enrollments = (
+        select(func.count())
+        .select_from(ClassMembership)
+        .join(Class, Class.id == ClassMembership.class_id)
+        .where(
+            Class.district_id == district_id,
+            ClassMembership.source == "sis",
+            ClassMembership.active,
+        )
+    )
+    return {
+        kind: int(conn.execute(stmt).scalar_one())
+        for kind, stmt in (("people", people), ("classes", classes), ("enrollments", enrollments))
+    }
 
 
 _ACCOUNT_COLS = (Account.id, Account.first_name, Account.last_name, Account.dob, Account.grade)

@@ -345,6 +345,9 @@ def record_sync_run(
     started_at: datetime,
     finished_at: datetime,
     received_at: datetime | None = None,
+    change_mark: int | None = None,
+    plan_version: str | None = None,
+    roster_digest: str | None = None,
 ) -> int:
     """One sync_runs row with its issues; returns its id."""
     run_id = conn.execute(
@@ -361,6 +364,9 @@ def record_sync_run(
             started_at=started_at,
             finished_at=finished_at,
             received_at=received_at,
+            change_mark=change_mark,
+            plan_version=plan_version,
+            roster_digest=roster_digest,
         )
         .returning(SyncRun.id)
     ).scalar_one()

@@ -1,0 +1,131 @@
+"""The incremental maintenance plan: which part of a district a drop can change.
+
+A maintenance drop is a full snapshot, but most of it repeats the district's previous
+applied drop. When the database still holds exactly what that drop left (its run
+applied in full, no hold, and the district's change mark has not moved since:
+`lib/store/marks.py`), a person whose rows are the same in both drops, and whose
+account no changed person shares, cannot be changed by the plan. The plan then reads
+and diffs only the changed people's accounts (`Scope`); schools, classes and contact
+points are small or need the whole drop and are planned in full.
+docs/INCREMENTAL_SYNC.md has the reasoning; `plans_differ` is how the test suite checks
+every incremental plan against the full one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import polars as pl
+
+from roster_pipelines.lib.canonical import ROLE_STUDENT, Roster
+from roster_pipelines.lib.identity import ALREADY_LINKED
+
+# Bumped whenever the plan's rules change: a drop planned by other rules than its
+# predecessor's plans in full (the database may not be what these rules would leave).
+PLAN_VERSION = "2026-11-29.1"
+
+_SOURCE_COLUMNS = ("src_file", "src_row")
+
+
+@dataclass
+class Scope:
+    """The part of the district a drop may change."""
+
+    # Every person of the drop the plan must look at (all people of their accounts).
+    people: pl.Series
+    # The existing accounts the plan must read and diff (the people's, and those of
+    # people who left the drop).
+    accounts: pl.Series
+    # Rows that differ from the previous applied drop, per table (added + gone).
+    changed_rows: dict[str, int]
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "scope_people": self.people.len(),
+            "scope_accounts": self.accounts.len(),
+            **{f"changed_{table}": n for table, n in self.changed_rows.items()},
+        }
+
+
+def roster_digest(roster: Roster) -> str:
+    """A fingerprint of a validated roster's rows (order aside). A run records the one
+    of the roster it applied, so the roster read back from storage as "the previous
+    drop" is known to be that roster, not a later re-run of its validation."""
+    parts = []
+    for name, frame in roster.tables().items():
+        total = frame.hash_rows(seed=0).sum() if frame.height else 0
+        parts.append(f"{name}:{frame.height}:{int(total or 0) & 0xFFFFFFFFFFFFFFFF:016x}")
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
+
+
+def changed_rows(new: pl.DataFrame, old: pl.DataFrame) -> pl.DataFrame:
+    """Rows of either frame that the other does not hold (positions in the files
+    aside): an added row and a gone one for a row that changed."""
+    columns = [c for c in new.columns if c not in _SOURCE_COLUMNS]
+    added = new.select(columns).join(old.select(columns), on=columns, how="anti", nulls_equal=True)
+    gone = old.select(columns).join(new.select(columns), on=columns, how="anti", nulls_equal=True)
+    return pl.concat([added, gone])
+
+
+def changed_people(new: Roster, old: Roster) -> tuple[pl.Series, dict[str, int]] | None:
+    """The keys of the people whose own rows changed between two drops (their people,
+    school, enrollment and guardian rows; an owner of a changed class; the guardians of
+    a student whose enrollments changed), and the changed rows per table. None when
+    the schools changed: then everything is planned in full."""
+    delta = {
+        table: changed_rows(getattr(new, table), getattr(old, table))
+        for table in ("schools", "people", "school_memberships", "classes", "enrollments")
+    }
+    delta["guardianships"] = changed_rows(new.guardianships, old.guardianships)
+    counts = {table: frame.height for table, frame in delta.items()}
+    if counts["schools"]:
+        return None
+    students = delta["enrollments"].filter(pl.col("role") == ROLE_STUDENT)["person_key"]
+    guardians = [
+        g.filter(pl.col("student_person_key").is_in(students.implode()))["parent_person_key"]
+        for g in (new.guardianships, old.guardianships)
+    ]
+    keys = pl.concat(
+        [
+            delta["people"]["person_key"],
+            delta["school_memberships"]["person_key"],
+            delta["enrollments"]["person_key"],
+            delta["classes"]["owner_person_key"],
+            delta["guardianships"]["parent_person_key"],
+            delta["guardianships"]["student_person_key"],
+            *guardians,
+        ]
+    )
+    return keys.drop_nulls().unique().rename("person_key"), counts
+
+
+def scope_for(
+    changed: pl.Series,
+    counts: dict[str, int],
+    identities: pl.DataFrame,
+    accounts_of_gone: pl.Series,
+) -> Scope:
+    """Close the changed people over their accounts: every person the identity step
+    did not find already linked, every account of a changed person (and of those who
+    left: `accounts_of_gone`, from their SIS links), and every person of those
+    accounts."""
+    linked = identities.select("person_key", "account_id", "decision")
+    dirty = linked.filter(
+        pl.col("person_key").is_in(changed.implode()) | (pl.col("decision") != ALREADY_LINKED)
+    )
+    accounts = (
+        pl.concat([dirty["account_id"].drop_nulls(), accounts_of_gone.cast(pl.Int64)])
+        .unique()
+        .sort()
+        .rename("account_id")
+    )
+    people = (
+        linked.filter(
+            pl.col("account_id").is_in(accounts.implode())
+            | pl.col("person_key").is_in(dirty["person_key"].implode())
+        )["person_key"]
+        .unique()
+        .sort()
+    )
+    return Scope(people=people, accounts=accounts, changed_rows=counts)

@@ -1,0 +1,170 @@
+"""The incremental maintenance plan (lib/incremental.py) on Postgres: taken only when
+exact, and the same plan as the full one.
+
+The suite runs with ROSTER_VERIFY_INCREMENTAL set (conftest.py): every incremental plan
+is also planned in full and any difference fails the run. These tests make sure the
+incremental path is taken where it should be (so that check has something to check)
+and not where it must not be, and that the check itself can fail.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from roster_pipelines.cli import sync_folder
+from roster_pipelines.defs.sync.resources import DropStorageIOManager
+from roster_pipelines.lib import contracts, incremental, stage_files
+from roster_pipelines.lib import operations as ops
+from roster_pipelines.lib import sync as sync_lib
+from roster_pipelines.lib.config import DEFAULT_FORMAT, Settings
+from roster_pipelines.lib.drops import partition_key
+from roster_pipelines.lib.formats import get_adapter
+from roster_pipelines.lib.generator import generate_district
+from roster_pipelines.lib.store.engine import make_engine
+from roster_pipelines.lib.store.models import SisLink
+from roster_pipelines.lib.sync import IncrementalMismatch, plan_drop, resolve_drop
+
+pytestmark = pytest.mark.postgres
+
+DISTRICT = "incremental-usd"
+
+
+@pytest.fixture(scope="module")
+def drops(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """A generated district, a 1 % churn maintenance drop of it, and one more drop."""
+    root = tmp_path_factory.mktemp("incremental-drops")
+    initial, second, third = root / "initial", root / "second", root / "third"
+    generate_district(initial, people=1500, seed=11)
+    generate_district(second, people=1500, seed=12, maintenance_of=initial, churn=0.01)
+    generate_district(third, people=1500, seed=13, maintenance_of=second, churn=0.01)
+    return initial, second, third
+
+
+def _settings(tmp_path: Path, url: str) -> Settings:
+    return Settings.from_env(state_dir=str(tmp_path / "state"), database_url=url)
+
+
+def _plan_scope(settings: Settings, drop: str) -> dict[str, int] | None:
+    storage = DropStorageIOManager(state_dir=str(settings.state_dir))
+    return storage.stored("sync_plan", partition_key(DISTRICT, drop)).scope
+
+
+def _sync(folder: Path, settings: Settings, drop: str) -> str:
+    return sync_folder(folder, district=DISTRICT, settings=settings, drop=drop).status
+
+
+def test_maintenance_drops_are_planned_incrementally_and_equal_the_full_plan(
+    tmp_path: Path, pg_url: str, drops: tuple[Path, Path, Path]
+) -> None:
+    initial, second, third = drops
+    settings = _settings(tmp_path, pg_url)
+    assert _sync(initial, settings, "d1") == "applied"
+    assert _plan_scope(settings, "d1") is None  # the initial drop: in full
+
+    # Verified against the full plan inside the run (ROSTER_VERIFY_INCREMENTAL).
+    assert _sync(second, settings, "d2") == "applied"
+    scope = _plan_scope(settings, "d2")
+    assert scope is not None
+    with make_engine(pg_url).connect() as conn:
+        people = conn.execute(sa.select(sa.func.count()).select_from(SisLink)).scalar()
+    assert 0 < scope["scope_people"] < people / 4
+    assert scope["changed_people"] > 0 and scope["changed_enrollments"] > 0
+
+    assert _sync(third, settings, "d3") == "applied"
+    assert _plan_scope(settings, "d3") is not None
+    # The same drop again: nothing changed, an empty scope, an empty plan.
+    assert _sync(third, settings, "d4") == "applied"
+    assert _plan_scope(settings, "d4")["scope_people"] == 0
+
+
+def test_a_write_outside_the_sync_or_a_missing_roster_means_a_full_plan(
+    tmp_path: Path, pg_url: str, drops: tuple[Path, Path, Path]
+) -> None:
+    initial, second, third = drops
+    settings = _settings(tmp_path, pg_url)
+    engine = make_engine(pg_url)
+    _sync(initial, settings, "d1")
+    # A teacher claims a class: the district's mark moves, the next plan is full.
+    with engine.connect() as conn:
+        class_id, owner = conn.execute(
+            sa.text("SELECT id, owner_account_id FROM classes WHERE owner_account_id IS NOT NULL")
+        ).first()
+    ops.claim_class(engine, class_id, by_account_id=owner)
+    assert _sync(second, settings, "d2") == "applied"
+    assert _plan_scope(settings, "d2") is None
+
+    # The stored roster of the previous drop is not the one its run applied (its
+    # validation was run again): a full plan.
+    stored = settings.state_dir / "stage_outputs" / "validated_roster"
+    rerun = stage_files.load(stored / partition_key(DISTRICT, "d2"))
+    rerun.people = rerun.people.slice(1)
+    stage_files.save(rerun, stored / partition_key(DISTRICT, "d2"))
+    assert _sync(third, settings, "d3") == "applied"
+    assert _plan_scope(settings, "d3") is None
+
+    # With everything in place: incremental (the same drop again, nothing to change).
+    assert _sync(third, settings, "d4") == "applied"
+    assert _plan_scope(settings, "d4")["scope_people"] == 0
+
+    # The previous drop's roster is gone from storage: a full plan.
+    shutil.rmtree(stored / partition_key(DISTRICT, "d4"))
+    assert _sync(third, settings, "d5") == "applied"
+    assert _plan_scope(settings, "d5") is None
+
+
+def test_a_new_plan_version_means_a_full_plan(
+    tmp_path: Path, pg_url: str, drops: tuple[Path, Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    initial, second, _ = drops
+    settings = _settings(tmp_path, pg_url)
+    _sync(initial, settings, "d1")
+    monkeypatch.setattr(sync_lib, "PLAN_VERSION", incremental.PLAN_VERSION + "-next")
+    assert _sync(second, settings, "d2") == "applied"
+    assert _plan_scope(settings, "d2") is None
+
+
+def test_the_verification_fails_a_plan_whose_scope_misses_a_change(
+    tmp_path: Path, pg_url: str, drops: tuple[Path, Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    initial, second, _ = drops
+    settings = _settings(tmp_path, pg_url)
+    _sync(initial, settings, "d1")
+    engine = make_engine(pg_url)
+    storage = DropStorageIOManager(state_dir=str(settings.state_dir))
+    previous = storage.stored("validated_roster", partition_key(DISTRICT, "d1"))
+    roster = contracts.validate(get_adapter(DEFAULT_FORMAT)(second))
+    identity = resolve_drop(engine, DISTRICT, roster, drop="d2")
+
+    def too_small(changed, counts, identities, accounts_of_gone):
+        # Forget half of the changed people: their changes fall outside the scope.
+        return incremental.scope_for(
+            changed.head(changed.len() // 2), counts, identities, accounts_of_gone.head(0)
+        )
+
+    monkeypatch.setattr(sync_lib, "scope_for", too_small)
+    with pytest.raises(IncrementalMismatch, match="differs from the full plan"):
+        plan_drop(engine, identity, roster, previous=lambda drop: previous)
+
+
+@pytest.mark.parametrize("seed", [21, 31])
+def test_heavier_churn_planned_incrementally_still_equals_the_full_plan(
+    tmp_path: Path, pg_url: str, seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """5 % churn (people, enrollments, guardians, classes and their teachers) three
+    drops in a row, each forced down the incremental path and verified in the run."""
+    monkeypatch.setattr(sync_lib, "MAX_SCOPE_SHARE", 1.0)
+    settings = _settings(tmp_path, pg_url)
+    before = tmp_path / "drop0"
+    generate_district(before, people=800, seed=seed)
+    assert _sync(before, settings, "d0") == "applied"
+    for n in range(1, 4):
+        folder = tmp_path / f"drop{n}"
+        generate_district(folder, people=800, seed=seed + n, maintenance_of=before, churn=0.05)
+        assert _sync(folder, settings, f"d{n}") in ("applied", "held")
+        scope = _plan_scope(settings, f"d{n}")
+        assert scope is not None and scope["scope_people"] > 0
+        before = folder
