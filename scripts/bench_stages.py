@@ -31,6 +31,7 @@ from bench_sync import _drop_database, _fresh_database, archive, ensure_drops
 
 from roster_pipelines.defs.sync import assets
 from roster_pipelines.defs.sync.inprocess import run_drop
+from roster_pipelines.defs.sync.resources import DropStorageIOManager
 from roster_pipelines.lib import contracts, identity, stage_files, sync
 from roster_pipelines.lib.config import Settings
 from roster_pipelines.lib.store import writer
@@ -43,6 +44,9 @@ TIMED: list[tuple[Any, str, str]] = [
     (identity, "contact_owners", "  identity: contact owners"),
     (identity, "_similar_candidates", "  identity: similar-people candidates"),
     (assets, "plan_drop", "plan: plan_drop"),
+    (sync, "_incremental_scope", "  plan: incremental scope (delta, closure)"),
+    (sync, "changed_people", "    plan: roster delta"),
+    (sync, "roster_digest", "  plan and apply: roster digests"),
     (sync, "load_current_state", "  plan: state read"),
     (sync, "build_plan", "  plan: diff (build_plan)"),
     (assets, "write_plan_files", "plan: plan.csv"),
@@ -154,6 +158,12 @@ def main() -> None:
                     f"peak RssAnon {memory.peak['RssAnon']:,} MB, "
                     f"peak RssFile {memory.peak['RssFile']:,} MB"
                 )
+                scope = (
+                    DropStorageIOManager(state_dir=str(settings.state_dir))
+                    .stored("sync_plan", manifest.partition_key)
+                    .scope
+                )
+                print(f"planned {'in full' if scope is None else 'incrementally'}: {scope}")
                 print("| call | s |\n|---|---|")
                 for label in (PARSE, *(label for _, _, label in TIMED)):
                     if label in totals:

@@ -142,6 +142,8 @@ def resolve_drop(
     )
 
 
+# "off" plans every drop in full (the incremental plan's switch for operators).
+INCREMENTAL_ENV = "ROSTER_INCREMENTAL_PLAN"
 # Set (the test suite does) to plan every incremental drop in full as well and fail
 # on any difference between the two plans.
 VERIFY_INCREMENTAL_ENV = "ROSTER_VERIFY_INCREMENTAL"
@@ -210,7 +212,7 @@ def _incremental_scope(
     """The part of the district this drop can change, when the district still holds
     exactly what its last applied drop left and that drop's roster is stored; None:
     plan in full."""
-    if previous is None:
+    if previous is None or os.environ.get(INCREMENTAL_ENV, "on").lower() == "off":
         return None
     base = clean_base_run(conn, identity.district_id)
     if base is None or base.plan_version != PLAN_VERSION:

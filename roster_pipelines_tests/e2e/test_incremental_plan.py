@@ -168,3 +168,35 @@ def test_heavier_churn_planned_incrementally_still_equals_the_full_plan(
         scope = _plan_scope(settings, f"d{n}")
         assert scope is not None and scope["scope_people"] > 0
         before = folder
+
+
+def test_a_newcomer_linked_to_another_district_s_account_is_planned_incrementally(
+    tmp_path: Path, pg_url: str, drops: tuple[Path, Path, Path]
+) -> None:
+    """A new teacher whose email is an account of another district: identity links
+    them to it, and the incremental plan reads that account (not yet linked here)."""
+    from roster_pipelines_tests.e2e.test_walking_skeleton import DISTRICT as OTHER
+    from roster_pipelines_tests.e2e.test_walking_skeleton import initial_drop
+
+    initial, _, _ = drops
+    settings = _settings(tmp_path, pg_url)
+    assert sync_folder(initial_drop(tmp_path / "other"), district=OTHER, settings=settings)
+    assert _sync(initial, settings, "d1") == "applied"
+    newcomer = tmp_path / "newcomer"
+    shutil.copytree(initial, newcomer)
+    teachers = newcomer / "teachers.csv"
+    header = teachers.read_text().splitlines()[0].split(",")
+    school = (newcomer / "schools.csv").read_text().splitlines()[1].split(",")[0]
+    values = {"school_id": school, "teacher_id": "T-NEW", "teacher_first_name": "Annie"}
+    values |= {"teacher_last_name": "Lee", "teacher_email": "ann.lee@lincoln.k12.us"}
+    with teachers.open("a") as handle:
+        handle.write(",".join(values.get(column, "") for column in header) + "\n")
+    assert _sync(newcomer, settings, "d2") == "applied"
+    assert _plan_scope(settings, "d2")["scope_people"] >= 1
+    with make_engine(pg_url).connect() as conn:
+        accounts = conn.execute(
+            sa.select(SisLink.account_id).where(
+                SisLink.person_key.in_(("teacher:T1", "teacher:T-NEW"))
+            )
+        ).scalars()
+        assert len(set(accounts)) == 1  # the newcomer has the other district's account

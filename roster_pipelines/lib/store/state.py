@@ -176,12 +176,13 @@ def load_current_state(
     else:
         read = {name: read_frame(conn, stmt, schema) for name, (stmt, schema) in queries.items()}
     read.update(scoped)
-    # Accounts matched by contact and not yet linked are fetched by id (few).
+    # Accounts matched by contact and not yet linked are fetched by id (few). A scoped
+    # read holds every account of its scope already, these included.
+    wanted = pl.Series("account_id", extra_account_ids or [], pl.Int64).unique().to_frame()
+    if accounts_in_scope is not None:
+        wanted = wanted.join(accounts_in_scope.rename("account_id").to_frame(), on="account_id")
     extra = (
-        pl.Series("account_id", extra_account_ids or [], pl.Int64)
-        .unique()
-        .to_frame()
-        .join(read["links"].select("account_id"), on="account_id", how="anti")
+        wanted.join(read["links"].select("account_id"), on="account_id", how="anti")
         .sort("account_id")["account_id"]
         .to_list()
     )
@@ -192,7 +193,7 @@ def load_current_state(
                 read_frame(
                     conn, select(*_ACCOUNT_COLS).where(Account.id.in_(chunk)), ACCOUNTS_SCHEMA
                 )
-                for chunk in chunks(extra)
+                for chunk in (chunks(extra) if accounts_in_scope is None else ())
             ),
         ],
         ACCOUNTS_SCHEMA,
