@@ -1,10 +1,11 @@
 """The incremental maintenance plan: which part of a district a drop can change.
 
 A maintenance drop is a full snapshot, but most of it repeats the district's previous
-applied drop. When the database still holds exactly what that drop left (its run
-applied in full, no hold, and the district's change mark has not moved since:
-`lib/store/marks.py`), a person whose rows are the same in both drops, and whose
-account no changed person shares, cannot be changed by the plan. The plan then reads
+applied drop. When that drop's run applied in full (no hold) and nothing outside the
+sync has written the district's schools or settings since, the database holds what
+that drop left except for the accounts written outside the sync, which triggers record
+(`lib/store/marks.py`). A person whose rows are the same in both drops, whose account
+no changed person shares and nothing else wrote, cannot be changed by the plan. The plan then reads
 and diffs only the changed people's accounts (`Scope`); schools, classes and contact
 points are small or need the whole drop and are planned in full.
 docs/INCREMENTAL_SYNC.md has the reasoning; `plans_differ` is how the test suite checks
@@ -104,18 +105,18 @@ def scope_for(
     changed: pl.Series,
     counts: dict[str, int],
     identities: pl.DataFrame,
-    accounts_of_gone: pl.Series,
+    more_accounts: pl.Series,
 ) -> Scope:
     """Close the changed people over their accounts: every person the identity step
-    did not find already linked, every account of a changed person (and of those who
-    left: `accounts_of_gone`, from their SIS links), and every person of those
-    accounts."""
+    did not find already linked, every account of a changed person, `more_accounts`
+    (those of people who left, from their SIS links, and those written outside the
+    sync since the last apply), and every person of those accounts."""
     linked = identities.select("person_key", "account_id", "decision")
     dirty = linked.filter(
         pl.col("person_key").is_in(changed.implode()) | (pl.col("decision") != ALREADY_LINKED)
     )
     accounts = (
-        pl.concat([dirty["account_id"].drop_nulls(), accounts_of_gone.cast(pl.Int64)])
+        pl.concat([dirty["account_id"].drop_nulls(), more_accounts.cast(pl.Int64)])
         .unique()
         .sort()
         .rename("account_id")

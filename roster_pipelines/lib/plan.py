@@ -89,6 +89,10 @@ class SyncPlan:
     base_run_id: int | None = None
     # An incremental plan's scope in numbers (lib/incremental.py); None: planned in full.
     scope: dict[str, int] | None = None
+    # What the plan saw of writes made outside the sync (lib/store/marks.py): the
+    # district-wide mark, and the ids of the recorded account writes its apply clears.
+    change_mark: int | None = None
+    account_changes_seen: pl.Series = field(default_factory=lambda: pl.Series([], dtype=pl.Int64))
 
     @property
     def held(self) -> bool:

@@ -45,9 +45,11 @@ from roster_pipelines.lib.store.engine import refresh_statistics
 from roster_pipelines.lib.store.frames import chunks
 from roster_pipelines.lib.store.locks import lock_district
 from roster_pipelines.lib.store.marks import (
+    ChangesSeen,
+    changes_seen,
     clean_base_run,
-    current_mark,
-    mark_districts_sharing,
+    consume_account_changes,
+    log_shared_account_changes,
     mark_sync_transaction,
 )
 from roster_pipelines.lib.store.models import DistrictSettings, SisLink
@@ -168,7 +170,9 @@ def plan_drop(
     Postgres is planned incrementally when that is exact (lib/incremental.py)."""
     now = now or utcnow()
     with engine.connect() as conn:
-        scope = _incremental_scope(conn, identity, roster, previous)
+        # Read before the state: writes committed later are for the next drop.
+        seen = changes_seen(conn, identity.district_id)
+        scope = _incremental_scope(conn, identity, roster, previous, seen)
         plan = _plan(conn, identity, roster, now, scope)
         if scope is not None and os.environ.get(VERIFY_INCREMENTAL_ENV):
             differences = plan_differences(plan, _plan(conn, identity, roster, now, None))
@@ -176,6 +180,8 @@ def plan_drop(
                 raise IncrementalMismatch(
                     "the incremental plan differs from the full plan: " + "; ".join(differences)
                 )
+    plan.change_mark = seen.mark
+    plan.account_changes_seen = seen.account_changes["id"]
     return plan
 
 
@@ -208,13 +214,14 @@ def _incremental_scope(
     identity: IdentityResult,
     roster: Roster,
     previous: Callable[[str], Roster | None] | None,
+    seen: ChangesSeen,
 ) -> Scope | None:
-    """The part of the district this drop can change, when the district still holds
-    exactly what its last applied drop left and that drop's roster is stored; None:
-    plan in full."""
+    """The part of the district this drop can change: the people whose rows differ from
+    the last applied drop's, and the accounts written outside the sync since (`seen`),
+    when that drop applied in full and its roster is stored; None: plan in full."""
     if previous is None or os.environ.get(INCREMENTAL_ENV, "on").lower() == "off":
         return None
-    base = clean_base_run(conn, identity.district_id)
+    base = clean_base_run(conn, identity.district_id, seen)
     if base is None or base.plan_version != PLAN_VERSION:
         return None
     old = previous(base.drop_id)
@@ -237,7 +244,10 @@ def _incremental_scope(
         ).scalars()
     ]
     scope = scope_for(
-        changed, counts, identity.identities, pl.Series(accounts_of_gone, dtype=pl.Int64)
+        changed,
+        counts,
+        identity.identities,
+        pl.concat([pl.Series(accounts_of_gone, dtype=pl.Int64), seen.accounts]),
     )
     if scope.people.len() > MAX_SCOPE_SHARE * max(identity.identities.height, 1):
         return None
@@ -298,11 +308,14 @@ def apply_drop(
         if dry_run:
             status, changes = DRY_RUN, zero_changes()
         else:
-            # The district's own writes leave its change mark; other districts sharing
-            # an account it changes are marked (lib/store/marks.py).
+            # The district's own writes are not recorded as outside changes; the
+            # accounts of other districts it renames are, and those its plan saw are
+            # cleared (lib/store/marks.py).
             mark_sync_transaction(conn, plan.district_id)
             applied = apply_plan(conn, plan, now=utcnow())
-            mark_districts_sharing(conn, plan)
+            log_shared_account_changes(conn, plan)
+            # (A plan stored before change marks has no record of what it saw.)
+            consume_account_changes(conn, getattr(plan, "account_changes_seen", pl.Series()))
             changes = applied.counts
             status = HELD if plan.held else APPLIED
             supersede_pending_holds(conn, plan.district_id)
@@ -320,7 +333,7 @@ def apply_drop(
             started_at=started_at,
             finished_at=utcnow(),
             received_at=received_at(manifest),
-            change_mark=current_mark(conn, plan.district_id),
+            change_mark=getattr(plan, "change_mark", None),
             plan_version=PLAN_VERSION,
             roster_digest=roster_digest(roster) if status == APPLIED else None,
         )

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from roster_pipelines.cli import sync_folder
 from roster_pipelines.defs.sync.resources import DropStorageIOManager
-from roster_pipelines.lib import contracts, incremental, stage_files
+from roster_pipelines.lib import admin, contracts, incremental, stage_files
 from roster_pipelines.lib import operations as ops
 from roster_pipelines.lib import sync as sync_lib
 from roster_pipelines.lib.config import DEFAULT_FORMAT, Settings
@@ -81,28 +81,44 @@ def test_maintenance_drops_are_planned_incrementally_and_equal_the_full_plan(
     assert _plan_scope(settings, "d4")["scope_people"] == 0
 
 
-def test_a_write_outside_the_sync_or_a_missing_roster_means_a_full_plan(
+def test_writes_outside_the_sync_join_the_scope_or_force_a_full_plan(
     tmp_path: Path, pg_url: str, drops: tuple[Path, Path, Path]
 ) -> None:
     initial, second, third = drops
     settings = _settings(tmp_path, pg_url)
     engine = make_engine(pg_url)
     _sync(initial, settings, "d1")
-    # A teacher claims a class: the district's mark moves, the next plan is full.
+    # Between drops the app writes: a teacher claims a class and adds a manual member,
+    # an administrator removes a person, a user renames themselves. The next plan is
+    # incremental with those accounts in scope, and equal to the full plan (verified
+    # in the run: the removed person comes back if the drop still lists them).
     with engine.connect() as conn:
         class_id, owner = conn.execute(
             sa.text("SELECT id, owner_account_id FROM classes WHERE owner_account_id IS NOT NULL")
         ).first()
+        removed, renamed = conn.execute(
+            sa.text("SELECT account_id FROM sis_links WHERE role = 'student' LIMIT 2")
+        ).scalars()
     ops.claim_class(engine, class_id, by_account_id=owner)
+    ops.add_participant(engine, class_id, renamed, role="student", by_account_id=owner)
+    ops.remove_person(engine, DISTRICT, removed, by="an administrator")
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE accounts SET first_name = 'X' WHERE id = :a"), {"a": renamed})
     assert _sync(second, settings, "d2") == "applied"
-    assert _plan_scope(settings, "d2") is None
+    scope = _plan_scope(settings, "d2")
+    assert scope is not None and scope["scope_accounts"] >= 2
+
+    # A change to the district's settings: the next plan is a full one.
+    admin.set_threshold(engine, DISTRICT, kind="people", percent=50, count=10)
+    assert _sync(third, settings, "d2b") == "applied"
+    assert _plan_scope(settings, "d2b") is None
 
     # The stored roster of the previous drop is not the one its run applied (its
     # validation was run again): a full plan.
     stored = settings.state_dir / "stage_outputs" / "validated_roster"
-    rerun = stage_files.load(stored / partition_key(DISTRICT, "d2"))
+    rerun = stage_files.load(stored / partition_key(DISTRICT, "d2b"))
     rerun.people = rerun.people.slice(1)
-    stage_files.save(rerun, stored / partition_key(DISTRICT, "d2"))
+    stage_files.save(rerun, stored / partition_key(DISTRICT, "d2b"))
     assert _sync(third, settings, "d3") == "applied"
     assert _plan_scope(settings, "d3") is None
 
@@ -139,10 +155,10 @@ def test_the_verification_fails_a_plan_whose_scope_misses_a_change(
     roster = contracts.validate(get_adapter(DEFAULT_FORMAT)(second))
     identity = resolve_drop(engine, DISTRICT, roster, drop="d2")
 
-    def too_small(changed, counts, identities, accounts_of_gone):
+    def too_small(changed, counts, identities, more_accounts):
         # Forget half of the changed people: their changes fall outside the scope.
         return incremental.scope_for(
-            changed.head(changed.len() // 2), counts, identities, accounts_of_gone.head(0)
+            changed.head(changed.len() // 2), counts, identities, more_accounts.head(0)
         )
 
     monkeypatch.setattr(sync_lib, "scope_for", too_small)

@@ -1,5 +1,6 @@
-"""Change marks (migration 0006): a district's mark moves when anything but its own
-sync writes its roster, and each applied run records the mark it left."""
+"""Change marks (migration 0006): the accounts written outside a district's sync are
+recorded until its next apply, a write to its schools or settings moves its mark, and
+its own sync's writes count for neither."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from roster_pipelines.lib import admin
 from roster_pipelines.lib import operations as ops
 from roster_pipelines.lib.config import Settings
 from roster_pipelines.lib.store.engine import make_engine
-from roster_pipelines.lib.store.marks import current_mark, unchanged_since_last_apply
-from roster_pipelines.lib.store.models import ClassMembership, ContactPoint, SisLink, SyncRun
+from roster_pipelines.lib.store.marks import changes_seen, unchanged_since_last_apply
+from roster_pipelines.lib.store.models import Account, ClassMembership, SisLink, SyncRun
 from roster_pipelines.lib.store.state import find_district
 from roster_pipelines_tests.e2e.test_walking_skeleton import DISTRICT, initial_drop
 
@@ -33,11 +34,23 @@ def _unchanged(engine: sa.Engine, district: str) -> bool:
 
 def _mark(engine: sa.Engine, district: str) -> int | None:
     with engine.connect() as conn:
-        return current_mark(conn, find_district(conn, district))
+        return changes_seen(conn, find_district(conn, district)).mark
+
+
+def _recorded(engine: sa.Engine, district: str) -> set[int]:
+    with engine.connect() as conn:
+        return set(changes_seen(conn, find_district(conn, district)).accounts.to_list())
+
+
+def _account(engine: sa.Engine, person_key: str) -> int:
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.select(SisLink.account_id).where(SisLink.person_key == person_key)
+        ).scalar()
 
 
 @pytest.mark.postgres
-def test_the_sync_s_own_writes_leave_the_mark_and_app_writes_move_it(
+def test_the_sync_s_own_writes_are_not_recorded_and_the_app_s_are(
     tmp_path: Path, pg_url: str
 ) -> None:
     engine = make_engine(pg_url)
@@ -47,68 +60,67 @@ def test_the_sync_s_own_writes_leave_the_mark_and_app_writes_move_it(
         recorded = conn.execute(sa.select(SyncRun.change_mark)).scalar()
     assert recorded == _mark(engine, DISTRICT)
 
-    # A second sync (the same data) writes nothing new and leaves the mark too.
+    # A second sync (the same data) leaves nothing recorded either.
     assert _sync(tmp_path, pg_url, DISTRICT, "d2").status == "applied"
     assert _unchanged(engine, DISTRICT)
 
-    # The app's operations move it: a claim (an update), a manual member (an insert).
+    # A claim writes only the class (classes are planned whole): nothing to record.
     class_id = ops.find_class(engine, DISTRICT, "C1")
-    with engine.connect() as conn:
-        teacher = conn.execute(
-            sa.select(SisLink.account_id).where(SisLink.person_key == "teacher:T1")
-        ).scalar()
-    before = _mark(engine, DISTRICT)
+    teacher = _account(engine, "teacher:T1")
     ops.claim_class(engine, class_id, by_account_id=teacher)
-    assert _mark(engine, DISTRICT) == before + 1
-    assert not _unchanged(engine, DISTRICT)
-
-    # The next applied drop records the new mark: unchanged again.
-    _sync(tmp_path, pg_url, DISTRICT, "d3")
     assert _unchanged(engine, DISTRICT)
 
-    # A deleted row counts (through the row it deleted): a membership removed by hand.
+    # A hand-added participant is an account written outside the sync.
+    student = _account(engine, "student:ST4")
+    ops.add_participant(engine, class_id, student, role="student", by_account_id=teacher)
+    assert _recorded(engine, DISTRICT) == {student}
+    assert not _unchanged(engine, DISTRICT)
+    # The next applied drop plans it and clears the record.
+    _sync(tmp_path, pg_url, DISTRICT, "d3")
+    assert _recorded(engine, DISTRICT) == set()
+    assert _unchanged(engine, DISTRICT)
+
+    # A deleted row counts through the row it deleted; a renamed account too.
     with engine.begin() as conn:
         conn.execute(sa.delete(ClassMembership).where(ClassMembership.class_id == class_id))
-    assert not _unchanged(engine, DISTRICT)
+        conn.execute(sa.update(Account).where(Account.id == teacher).values(first_name="Annie"))
+    assert teacher in _recorded(engine, DISTRICT)
     _sync(tmp_path, pg_url, DISTRICT, "d4")
     assert _unchanged(engine, DISTRICT)
 
-    # A user editing their contact point, and a settings change.
-    with engine.begin() as conn:
-        conn.execute(
-            sa.update(ContactPoint).where(ContactPoint.account_id == teacher).values(verified=True)
-        )
+    # The district's settings: the district-wide mark moves.
+    before = _mark(engine, DISTRICT)
+    admin.set_threshold(engine, DISTRICT, kind="people", percent=50, count=10)
+    assert _mark(engine, DISTRICT) > before
     assert not _unchanged(engine, DISTRICT)
     _sync(tmp_path, pg_url, DISTRICT, "d5")
-    admin.set_threshold(engine, DISTRICT, kind="people", percent=50, count=10)
-    assert not _unchanged(engine, DISTRICT)
+    assert _unchanged(engine, DISTRICT)
 
 
 @pytest.mark.postgres
-def test_another_district_s_sync_of_a_shared_account_moves_the_mark(
+def test_another_district_s_sync_renaming_a_shared_account_is_recorded(
     tmp_path: Path, pg_url: str
 ) -> None:
     engine = make_engine(pg_url)
     _sync(tmp_path, pg_url, DISTRICT, "a1")
-    before = _mark(engine, DISTRICT)
-    # The other district sends the same people: its sync links them to the accounts
-    # this district already has (matched by email and phone).
-    assert _sync(tmp_path, pg_url, OTHER, "b1").status == "applied"
+    # The other district sends the same people (its sync links them to this
+    # district's accounts by email and phone), one teacher under another first name.
+    folder = initial_drop(tmp_path / "b1")
+    teachers = folder / "teachers.csv"
+    teachers.write_text(teachers.read_text().replace(",Ann,", ",Annabel,"))
+    settings = Settings.from_env(state_dir=str(tmp_path / "state"), database_url=pg_url)
+    assert sync_folder(folder, district=OTHER, settings=settings).status == "applied"
+    teacher = _account(engine, "teacher:T1")
     with engine.connect() as conn:
-        shared = conn.execute(
-            sa.select(sa.func.count(sa.distinct(SisLink.account_id))).where(
-                SisLink.district_id == find_district(conn, OTHER),
-                SisLink.account_id.in_(
-                    sa.select(SisLink.account_id).where(
-                        SisLink.district_id == find_district(conn, DISTRICT)
-                    )
-                ),
+        linked_in_other = conn.execute(
+            sa.select(SisLink.account_id).where(
+                SisLink.district_id == find_district(conn, OTHER), SisLink.account_id == teacher
             )
         ).scalar()
-    assert shared > 0
-    assert _mark(engine, DISTRICT) > before
+    assert linked_in_other == teacher
+    assert _recorded(engine, DISTRICT) == {teacher}
     assert not _unchanged(engine, DISTRICT)
-    # ... and not its own: nothing but its sync wrote it.
+    # ... and nothing for the district whose sync it was.
     assert _unchanged(engine, OTHER)
 
 

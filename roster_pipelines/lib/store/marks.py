@@ -1,13 +1,15 @@
-"""Change marks: has anything but its own sync written a district's roster since its
-last applied drop? (migration 0006, Postgres.)
+"""Change marks: what was written in a district's roster outside its own sync since
+its last applied drop (migration 0006, Postgres).
 
-Row triggers move a district's mark when its roster rows are written outside its own
-sync. The sync marks its transaction (`mark_sync_transaction`) so its own rows do not
-count, marks the other districts of the shared accounts it changed
-(`mark_districts_sharing`), and records the mark it leaves on its run. A district is
-unchanged since its last apply when its mark still equals that run's: the condition
-an incremental maintenance sync needs (docs/INCREMENTAL_SYNC.md). SQLite keeps no
-marks (`current_mark` is None) and always needs the full plan.
+Row triggers record the accounts whose rows anything but the district's sync wrote
+(`roster_account_changes`) and move a per-district counter when its schools or
+settings are written (`roster_change_marks`). The sync marks its transaction
+(`mark_sync_transaction`) so its own rows do not count, records the accounts of other
+districts it renamed (`log_shared_account_changes`), and its apply deletes the account
+records its plan saw (`consume_account_changes`) and records the counter its plan saw
+on its run. An incremental plan (lib/incremental.py) then needs: the last run applied
+in full with the counter unchanged since (`clean_base_run`), and the recorded accounts
+added to its scope. SQLite keeps no marks: there every sync plans in full.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ import polars as pl
 from sqlalchemy import Connection, select, text
 
 from roster_pipelines.lib.plan import SyncPlan
-from roster_pipelines.lib.store.models import RosterChangeMark, SyncRun
+from roster_pipelines.lib.store.frames import read_frame
+from roster_pipelines.lib.store.models import RosterAccountChange, RosterChangeMark, SyncRun
 
 SYNC_SETTING = "roster.sync_district"
+_CHANGES_SCHEMA = {"id": pl.Int64, "account_id": pl.Int64}
 
 
 def _is_postgres(conn: Connection) -> bool:
@@ -36,19 +40,39 @@ def mark_sync_transaction(conn: Connection, district_id: int) -> None:
         )
 
 
-def current_mark(conn: Connection, district_id: int) -> int | None:
-    """The district's mark (0 before anything marked it); None where none are kept."""
+@dataclass(frozen=True)
+class ChangesSeen:
+    """What a plan saw of the writes made outside the sync (read before its state)."""
+
+    mark: int | None  # the district-wide counter; None where no marks are kept
+    account_changes: pl.DataFrame  # id, account_id: the recorded account writes
+
+    @property
+    def accounts(self) -> pl.Series:
+        return self.account_changes["account_id"].unique().sort()
+
+
+def changes_seen(conn: Connection, district_id: int) -> ChangesSeen:
+    """The district's counter and its recorded account writes, now."""
     if not _is_postgres(conn):
-        return None
+        return ChangesSeen(None, pl.DataFrame(schema=_CHANGES_SCHEMA))
     seq = conn.execute(
         select(RosterChangeMark.seq).where(RosterChangeMark.district_id == district_id)
     ).scalar()
-    return int(seq or 0)
+    changes = read_frame(
+        conn,
+        select(RosterAccountChange.id, RosterAccountChange.account_id).where(
+            RosterAccountChange.district_id == district_id
+        ),
+        _CHANGES_SCHEMA,
+    )
+    return ChangesSeen(int(seq or 0), changes)
 
 
 @dataclass(frozen=True)
 class CleanBase:
-    """The district's latest run, applied in full, with nothing written since."""
+    """The district's latest run, applied in full, with its schools and settings
+    unwritten since."""
 
     run_id: int
     drop_id: str
@@ -56,11 +80,10 @@ class CleanBase:
     roster_digest: str | None
 
 
-def clean_base_run(conn: Connection, district_id: int) -> CleanBase | None:
-    """The district's latest applied or held run when it applied in full and nothing
-    but its sync has written the district's roster since (Postgres); else None."""
-    mark = current_mark(conn, district_id)
-    if mark is None:
+def clean_base_run(conn: Connection, district_id: int, seen: ChangesSeen) -> CleanBase | None:
+    """The district's latest applied or held run when it applied in full and the
+    district-wide counter is the one its plan saw; else None (and on SQLite)."""
+    if seen.mark is None:
         return None
     latest = conn.execute(
         select(
@@ -75,51 +98,42 @@ def clean_base_run(conn: Connection, district_id: int) -> CleanBase | None:
         .order_by(SyncRun.id.desc())
         .limit(1)
     ).first()
-    if latest is None or latest.status != "applied" or latest.change_mark != mark:
+    if latest is None or latest.status != "applied" or latest.change_mark != seen.mark:
         return None
     return CleanBase(int(latest.id), latest.drop_id, latest.plan_version, latest.roster_digest)
 
 
 def unchanged_since_last_apply(conn: Connection, district_id: int) -> bool:
-    """True when the district's latest run applied in full and nothing but its sync has
-    written the district's roster since (Postgres); False otherwise, or on SQLite."""
-    return clean_base_run(conn, district_id) is not None
+    """True when nothing but the district's sync has written its roster since its last
+    run applied in full (Postgres); False otherwise, or on SQLite."""
+    seen = changes_seen(conn, district_id)
+    return clean_base_run(conn, district_id, seen) is not None and not seen.account_changes.height
 
 
-def mark_districts_sharing(conn: Connection, plan: SyncPlan) -> int:
-    """After the plan's writes: move the marks of the other districts linking an account
-    whose rows the plan changed in a way they see (names and dates, contact points, and
-    SIS links: whether an account is linked elsewhere changes how its contacts are
-    synced). Accounts the plan created (negative temporary ids) are in no other
-    district. Returns how many districts were marked (Postgres; 0 elsewhere)."""
-    if not _is_postgres(conn):
+def consume_account_changes(conn: Connection, ids: pl.Series) -> None:
+    """The apply of a plan that saw these account writes (`ChangesSeen.account_changes`
+    ids): they are planned now."""
+    if ids.len() and _is_postgres(conn):
+        conn.execute(
+            text("DELETE FROM roster_account_changes WHERE id = ANY(CAST(:ids AS bigint[]))"),
+            {"ids": ids.to_list()},
+        )
+
+
+def log_shared_account_changes(conn: Connection, plan: SyncPlan) -> int:
+    """After the plan's writes: record, for every other district linking them, the
+    accounts whose names or dates the plan changed (the only rows of another
+    district's scope a sync writes; contact points and classes are planned whole).
+    Returns how many records were written (Postgres; 0 elsewhere)."""
+    ids = plan.accounts.updates["id"].cast(pl.Int64)
+    ids = ids.filter(ids > 0).unique().to_list()
+    if not _is_postgres(conn) or not ids:
         return 0
-    accounts = pl.concat(
-        [
-            plan.accounts.updates["id"].cast(pl.Int64),
-            plan.contacts.adds["account_id"].cast(pl.Int64),
-            plan.links.adds["account_id"].cast(pl.Int64),
-        ]
-    )
-    links = pl.concat([plan.links.reactivations["id"], plan.links.removals["id"]])
-    marked = conn.execute(
+    return conn.execute(
         text(
-            "WITH touched AS ("
-            " SELECT unnest(CAST(:accounts AS bigint[])) AS account_id"
-            " UNION SELECT account_id FROM contact_points WHERE id = ANY(CAST(:contacts AS bigint[]))"
-            " UNION SELECT account_id FROM sis_links WHERE id = ANY(CAST(:links AS bigint[])))"
-            " INSERT INTO roster_change_marks AS m (district_id, seq, changed_at)"
-            " SELECT DISTINCT l.district_id, 1, now()"
-            " FROM sis_links l JOIN touched t ON t.account_id = l.account_id"
-            " WHERE l.district_id <> :d"
-            " ON CONFLICT (district_id) DO UPDATE SET seq = m.seq + 1, changed_at = now()"
-            " RETURNING m.district_id"
+            "INSERT INTO roster_account_changes (district_id, account_id) "
+            "SELECT DISTINCT l.district_id, l.account_id FROM sis_links l "
+            "WHERE l.account_id = ANY(CAST(:ids AS bigint[])) AND l.district_id <> :d"
         ),
-        {
-            "accounts": accounts.filter(accounts > 0).unique().to_list(),
-            "contacts": plan.contacts.updates["id"].cast(pl.Int64).to_list(),
-            "links": links.cast(pl.Int64).to_list(),
-            "d": plan.district_id,
-        },
-    ).all()
-    return len(marked)
+        {"ids": ids, "d": plan.district_id},
+    ).rowcount

@@ -187,7 +187,7 @@ class SyncRun(Base):
     planned: Mapped[dict | None] = mapped_column(JSON)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # The district's change mark this run left (RosterChangeMark.seq; Postgres only).
+    # The district's change mark its plan saw (RosterChangeMark.seq; Postgres only).
     change_mark: Mapped[int | None] = mapped_column(BigInteger)
     # The version of the plan's rules it was planned by (lib/incremental.PLAN_VERSION).
     plan_version: Mapped[str | None] = mapped_column(String(32))
@@ -196,16 +196,28 @@ class SyncRun(Base):
 
 
 class RosterChangeMark(Base):
-    """Moves whenever a district's roster is written by anything but its own sync.
-
-    Row triggers on the roster tables keep it (Postgres, migration 0006); no foreign
-    key, so a mark never stands in the way of deleting an organisation.
-    """
+    """Moves when a district's schools or settings are written by anything but its own
+    sync (migration 0006 triggers): its next plan is then a full one. No foreign key,
+    so a mark never stands in the way of deleting an organisation."""
 
     __tablename__ = "roster_change_marks"
 
     district_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     seq: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class RosterAccountChange(Base):
+    """An account whose rows in a district were written outside the district's sync
+    (migration 0006 triggers; the next plan of the district reads it, its apply
+    deletes it)."""
+
+    __tablename__ = "roster_account_changes"
+    __table_args__ = (Index("ix_roster_account_changes_district", "district_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    district_id: Mapped[int] = mapped_column(Integer)
+    account_id: Mapped[int] = mapped_column(Integer)
     changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 

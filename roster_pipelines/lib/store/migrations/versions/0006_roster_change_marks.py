@@ -1,21 +1,28 @@
-"""change marks: which districts' roster was written outside their own sync
+"""change marks: what was written in a district's roster outside its own sync
 
-A per-district counter (`roster_change_marks.seq`) that moves whenever a district's
-roster rows are written by anything but that district's sync: the app's operations
-(claims, owner edits, manual members, removals, merges, contact edits), an
-administrator confirming a hold, or another district's sync changing an account the
-two share. Each applied run records the counter it left (`sync_runs.change_mark`), so
-"nothing touched this district since its last apply" is one comparison: the condition
-an incremental maintenance plan needs (lib/incremental.py), with the version of the
-plan's rules the run was planned by (`sync_runs.plan_version`) and a fingerprint of the
-validated roster it applied (`sync_runs.roster_digest`).
+An incremental maintenance plan (lib/incremental.py) reads and diffs only the accounts
+a drop changes, so it must also know which accounts anything *else* changed since the
+district's last applied drop: the app's operations (manual members, removals, leaving,
+merges, name edits), an administrator confirming a hold, or another district's sync
+renaming an account the two share. Row triggers record them:
 
-Postgres only: row triggers on the roster tables. A sync marks its transaction with
-`SET LOCAL roster.sync_district`, and the triggers' `WHEN` skips its rows, so a bulk
-`COPY` pays one cheap test per row and no function call; the sync marks the other
-districts of the shared accounts it changed itself (`lib/store/marks.py`). SQLite (the
-embedded default) gets the table and column but no triggers: there every sync plans
-in full.
+- `roster_account_changes`: one (district, account) row per write to accounts, SIS
+  links, school and class memberships and guardianships. A plan adds the accounts it
+  finds there to its scope and its apply deletes the rows it saw (rows committed
+  after the plan's read stay for the next drop).
+- `roster_change_marks.seq`: a per-district counter moved by writes to organisations
+  and district settings; the next plan of the district is then a full one. Each run
+  records the counter its plan saw (`sync_runs.change_mark`).
+
+Classes and contact points are always planned whole, so their writes need no record.
+Runs also record the version of the plan's rules (`sync_runs.plan_version`) and a
+fingerprint of the validated roster they applied (`sync_runs.roster_digest`).
+
+Postgres only. A sync marks its transaction with `SET LOCAL roster.sync_district`, and
+the triggers' `WHEN` skips its rows, so a bulk `COPY` pays one cheap test per row and
+no function call; the sync records the other districts' accounts it renamed itself
+(`lib/store/marks.py`). SQLite (the embedded default) gets the tables and columns but
+no triggers: there every sync plans in full.
 
 Revision ID: 0006
 Revises: 0005
@@ -34,26 +41,32 @@ down_revision: str | Sequence[str] | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# Each roster table and how a row of it names its districts (`{r}`: the row as jsonb).
-DISTRICTS_OF = {
+# Tables whose rows the plan reads for a scope of accounts: how a row (`{r}`, as jsonb)
+# names its (district, account) pairs.
+ACCOUNT_KEYED = {
+    "accounts": (
+        "SELECT l.district_id, ({r}->>'id')::int FROM sis_links l "
+        "WHERE l.account_id = ({r}->>'id')::int"
+    ),
+    "sis_links": "SELECT ({r}->>'district_id')::int, ({r}->>'account_id')::int",
+    "org_memberships": (
+        "SELECT coalesce(o.district_id, o.id), ({r}->>'account_id')::int "
+        "FROM organisations o WHERE o.id = ({r}->>'org_id')::int"
+    ),
+    "class_memberships": (
+        "SELECT c.district_id, ({r}->>'account_id')::int "
+        "FROM classes c WHERE c.id = ({r}->>'class_id')::int"
+    ),
+    "guardianships": (
+        "SELECT ({r}->>'district_id')::int, ({r}->>'parent_account_id')::int UNION "
+        "SELECT ({r}->>'district_id')::int, ({r}->>'student_account_id')::int"
+    ),
+}
+# Tables a change of which makes the district's next plan a full one: how a row names
+# its district. (Classes and contact points are always planned whole: no trigger.)
+DISTRICT_WIDE = {
     "organisations": "SELECT coalesce(({r}->>'district_id')::int, ({r}->>'id')::int)",
     "district_settings": "SELECT ({r}->>'district_id')::int",
-    "classes": "SELECT ({r}->>'district_id')::int",
-    "guardianships": "SELECT ({r}->>'district_id')::int",
-    "sis_links": (
-        # its district, and every district the account is linked in (whether an
-        # account is linked elsewhere changes how its contacts are synced)
-        "SELECT ({r}->>'district_id')::int UNION "
-        "SELECT l.district_id FROM sis_links l WHERE l.account_id = ({r}->>'account_id')::int"
-    ),
-    "org_memberships": (
-        "SELECT coalesce(o.district_id, o.id) FROM organisations o WHERE o.id = ({r}->>'org_id')::int"
-    ),
-    "class_memberships": "SELECT c.district_id FROM classes c WHERE c.id = ({r}->>'class_id')::int",
-    "accounts": "SELECT l.district_id FROM sis_links l WHERE l.account_id = ({r}->>'id')::int",
-    "contact_points": (
-        "SELECT l.district_id FROM sis_links l WHERE l.account_id = ({r}->>'account_id')::int"
-    ),
 }
 
 _FUNCTION = """
@@ -70,9 +83,12 @@ END
 $$
 """
 
-# One mark per written row, for the districts of the row before and after (an update
-# may move a row between districts).
-_BRANCH = """        WHEN '{table}' THEN
+# The row before and after a write (an update may move a row between keys).
+_LOG_BRANCH = """        WHEN '{table}' THEN
+            INSERT INTO roster_account_changes (district_id, account_id)
+            SELECT DISTINCT d, a FROM (({before}) UNION ({after})) AS x(d, a)
+            WHERE d IS NOT NULL AND a IS NOT NULL;"""
+_MARK_BRANCH = """        WHEN '{table}' THEN
             INSERT INTO roster_change_marks AS m (district_id, seq, changed_at)
             SELECT DISTINCT d, 1, now() FROM (({before}) UNION ({after})) AS x(d)
             WHERE d IS NOT NULL
@@ -81,6 +97,7 @@ _BRANCH = """        WHEN '{table}' THEN
 # A sync's own writes carry the setting; `current_setting(..., true)` is NULL or ''
 # when it was never set or has been reset.
 _WHEN = "coalesce(current_setting('roster.sync_district', true), '') = ''"
+TABLES = (*ACCOUNT_KEYED, *DISTRICT_WIDE)
 
 
 def upgrade() -> None:
@@ -94,6 +111,17 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("district_id"),
     )
+    op.create_table(
+        "roster_account_changes",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("district_id", sa.Integer(), nullable=False),
+        sa.Column("account_id", sa.Integer(), nullable=False),
+        sa.Column(
+            "changed_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
+        ),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_index("ix_roster_account_changes_district", "roster_account_changes", ["district_id"])
     with op.batch_alter_table("sync_runs") as batch:
         batch.add_column(sa.Column("change_mark", sa.BigInteger(), nullable=True))
         batch.add_column(sa.Column("plan_version", sa.String(length=32), nullable=True))
@@ -101,15 +129,14 @@ def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
     branches = "\n".join(
-        _BRANCH.format(
-            table=table,
-            before=districts.format(r="row_before"),
-            after=districts.format(r="row_after"),
+        branch.format(
+            table=table, before=rows.format(r="row_before"), after=rows.format(r="row_after")
         )
-        for table, districts in DISTRICTS_OF.items()
+        for tables, branch in ((ACCOUNT_KEYED, _LOG_BRANCH), (DISTRICT_WIDE, _MARK_BRANCH))
+        for table, rows in tables.items()
     )
     op.execute(_FUNCTION.format(branches=branches))
-    for table in DISTRICTS_OF:
+    for table in TABLES:
         op.execute(
             f"CREATE TRIGGER {table}_change_mark AFTER INSERT OR UPDATE OR DELETE ON {table} "
             f"FOR EACH ROW WHEN ({_WHEN}) EXECUTE FUNCTION roster_mark_change()"
@@ -119,11 +146,13 @@ def upgrade() -> None:
 def downgrade() -> None:
     """Downgrade schema."""
     if op.get_bind().dialect.name == "postgresql":
-        for table in DISTRICTS_OF:
+        for table in TABLES:
             op.execute(f"DROP TRIGGER IF EXISTS {table}_change_mark ON {table}")
         op.execute("DROP FUNCTION IF EXISTS roster_mark_change()")
     with op.batch_alter_table("sync_runs") as batch:
         batch.drop_column("roster_digest")
         batch.drop_column("plan_version")
         batch.drop_column("change_mark")
+    op.drop_index("ix_roster_account_changes_district", "roster_account_changes")
+    op.drop_table("roster_account_changes")
     op.drop_table("roster_change_marks")
