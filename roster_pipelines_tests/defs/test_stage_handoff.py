@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from roster_pipelines.defs.sync import resources
-from roster_pipelines.defs.sync.inprocess import run_drop
+from roster_pipelines.defs.sync.inprocess import SyncCrashed, run_drop
 from roster_pipelines.defs.sync.resources import DropStorageIOManager
 from roster_pipelines.lib import stage_files
 from roster_pipelines.lib.config import DEFAULT_FORMAT, Settings
@@ -79,3 +79,31 @@ def test_outputs_of_assets_outside_the_sync_graph_are_not_held(tmp_path: Path) -
     manager.handle_output(out, "report folder")
     assert manager._handoff == {}
     assert manager.load_input(inp) == "report folder"
+
+
+def test_a_failed_write_of_a_stage_output_fails_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outputs are written in the background; a write that fails still fails the run
+    (at the next step), with its reason."""
+    real_save = stage_files.save
+
+    def failing_save(obj, folder: Path) -> None:
+        if folder.parent.name == "identity_resolution":
+            raise OSError("No space left on device")
+        real_save(obj, folder)
+
+    monkeypatch.setattr(resources.stage_files, "save", failing_save)
+    settings = Settings.from_env(
+        state_dir=str(tmp_path / "state"), database_url=f"sqlite:///{tmp_path / 'app.db'}"
+    )
+    manifest = archive_drop(
+        CORPUS / "contact_conflicts",
+        settings.landing_root,
+        district="handoff",
+        drop=None,
+        format=DEFAULT_FORMAT,
+        file_names=REQUIRED_FILES[DEFAULT_FORMAT],
+    )
+    with pytest.raises(SyncCrashed, match="No space left on device"):
+        run_drop(manifest, settings)

@@ -99,8 +99,12 @@ def _finish(
     ]
     if failures:
         error = failures[0].event_specific_data.error  # type: ignore[union-attr]
+        reasons = []
+        while error is not None:  # Dagster's wrapper first, the cause last
+            reasons.append(error.message.strip())
+            error = error.cause
         raise SyncCrashed(
-            f"step {failures[0].step_key} failed: {error.message.strip() if error else 'unknown'}"
+            f"step {failures[0].step_key} failed: {' <- '.join(reasons) or 'unknown'}"
         )
     if rejected:
         outcome = rejected_outcome(manifest, storage.stored("validated_roster", key))
