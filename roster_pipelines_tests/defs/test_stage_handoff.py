@@ -12,7 +12,7 @@ from roster_pipelines.defs.sync.inprocess import SyncCrashed, run_drop
 from roster_pipelines.defs.sync.resources import DropStorageIOManager
 from roster_pipelines.lib import stage_files
 from roster_pipelines.lib.config import DEFAULT_FORMAT, Settings
-from roster_pipelines.lib.drops import archive_drop
+from roster_pipelines.lib.drops import DropManifest, archive_drop
 from roster_pipelines.lib.formats import REQUIRED_FILES
 from roster_pipelines_tests.lib.test_corpus import CORPUS
 
@@ -21,6 +21,21 @@ def _contexts(manager: DropStorageIOManager, asset: str):
     key = dg.AssetKey(asset)
     out = dg.build_output_context(asset_key=key, partition_key="d|1")
     return out, dg.build_input_context(asset_key=key, partition_key="d|1", upstream_output=out)
+
+
+def _archived(tmp_path: Path) -> tuple[Settings, DropManifest]:
+    settings = Settings.from_env(
+        state_dir=str(tmp_path / "state"), database_url=f"sqlite:///{tmp_path / 'app.db'}"
+    )
+    manifest = archive_drop(
+        CORPUS / "contact_conflicts",
+        settings.landing_root,
+        district="handoff",
+        drop=None,
+        format=DEFAULT_FORMAT,
+        file_names=REQUIRED_FILES[DEFAULT_FORMAT],
+    )
+    return settings, manifest
 
 
 def test_a_sync_run_reads_no_stage_output_back_from_disk(
@@ -34,17 +49,7 @@ def test_a_sync_run_reads_no_stage_output_back_from_disk(
         return real_load(folder)
 
     monkeypatch.setattr(resources.stage_files, "load", counting_load)
-    settings = Settings.from_env(
-        state_dir=str(tmp_path / "state"), database_url=f"sqlite:///{tmp_path / 'app.db'}"
-    )
-    manifest = archive_drop(
-        CORPUS / "contact_conflicts",
-        settings.landing_root,
-        district="handoff",
-        drop=None,
-        format=DEFAULT_FORMAT,
-        file_names=REQUIRED_FILES[DEFAULT_FORMAT],
-    )
+    settings, manifest = _archived(tmp_path)
     run = run_drop(manifest, settings)
     assert run.outcome.status == "applied"
     # Only what the caller reads after the run (the outcome) came from disk.
@@ -94,16 +99,6 @@ def test_a_failed_write_of_a_stage_output_fails_the_run(
         real_save(obj, folder)
 
     monkeypatch.setattr(resources.stage_files, "save", failing_save)
-    settings = Settings.from_env(
-        state_dir=str(tmp_path / "state"), database_url=f"sqlite:///{tmp_path / 'app.db'}"
-    )
-    manifest = archive_drop(
-        CORPUS / "contact_conflicts",
-        settings.landing_root,
-        district="handoff",
-        drop=None,
-        format=DEFAULT_FORMAT,
-        file_names=REQUIRED_FILES[DEFAULT_FORMAT],
-    )
+    settings, manifest = _archived(tmp_path)
     with pytest.raises(SyncCrashed, match="No space left on device"):
         run_drop(manifest, settings)
