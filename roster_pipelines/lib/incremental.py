@@ -5,11 +5,11 @@ applied drop. When that drop's run applied in full (no hold) and nothing outside
 sync has written the district's schools or settings since, the database holds what
 that drop left except for the accounts written outside the sync, which triggers record
 (`lib/store/marks.py`). A person whose rows are the same in both drops, whose account
-no changed person shares and nothing else wrote, cannot be changed by the plan. The plan then reads
-and diffs only the changed people's accounts (`Scope`); schools, classes and contact
-points are small or need the whole drop and are planned in full.
-docs/INCREMENTAL_SYNC.md has the reasoning; `plans_differ` is how the test suite checks
-every incremental plan against the full one.
+no changed person shares and nothing else wrote, cannot be changed by the plan. The
+plan then reads and diffs only the changed people's accounts (`Scope`); schools,
+classes and contact points are small or need the whole drop and are planned in full.
+docs/INCREMENTAL_SYNC.md has the reasoning; `plan.plan_differences` is how the test
+suite checks every incremental plan against the full one.
 """
 
 from __future__ import annotations
@@ -27,6 +27,15 @@ from roster_pipelines.lib.identity import ALREADY_LINKED
 PLAN_VERSION = "2026-11-29.1"
 
 _SOURCE_COLUMNS = ("src_file", "src_row")
+# The roster tables compared with the previous drop's (contact points are planned whole).
+_DIFFED_TABLES = (
+    "schools",
+    "people",
+    "school_memberships",
+    "classes",
+    "enrollments",
+    "guardianships",
+)
 
 
 @dataclass
@@ -75,10 +84,8 @@ def changed_people(new: Roster, old: Roster) -> tuple[pl.Series, dict[str, int]]
     a student whose enrollments changed), and the changed rows per table. None when
     the schools changed: then everything is planned in full."""
     delta = {
-        table: changed_rows(getattr(new, table), getattr(old, table))
-        for table in ("schools", "people", "school_memberships", "classes", "enrollments")
+        table: changed_rows(getattr(new, table), getattr(old, table)) for table in _DIFFED_TABLES
     }
-    delta["guardianships"] = changed_rows(new.guardianships, old.guardianships)
     counts = {table: frame.height for table, frame in delta.items()}
     if counts["schools"]:
         return None

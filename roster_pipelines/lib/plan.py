@@ -794,10 +794,11 @@ def guard_reasons(
 ) -> list[str]:
     """Why the drop's destructive changes must wait for an administrator (empty: apply)."""
     reasons: list[str] = []
-    active = current.totals or {
+    active = {
         "people": current.links.filter(pl.col("active")).height,
         "classes": current.classes.filter(pl.col("active")).height,
         "enrollments": current.class_memberships.filter(pl.col("active")).height,
+        **(current.totals or {}),  # a scoped read's district-wide counts
     }
     removed_of = {
         "people": plan.links.removals.height,

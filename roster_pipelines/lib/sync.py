@@ -231,7 +231,8 @@ def _incremental_scope(
     if found is None:
         return None
     changed, counts = found
-    if changed.len() > MAX_SCOPE_SHARE * max(identity.identities.height, 1):
+    limit = MAX_SCOPE_SHARE * max(identity.identities.height, 1)
+    if changed.len() > limit:  # before reading anything more
         return None
     gone = changed.filter(changed.is_in(identity.identities["person_key"].implode()).not_())
     accounts_of_gone = [
@@ -249,7 +250,7 @@ def _incremental_scope(
         identity.identities,
         pl.concat([pl.Series(accounts_of_gone, dtype=pl.Int64), seen.accounts]),
     )
-    if scope.people.len() > MAX_SCOPE_SHARE * max(identity.identities.height, 1):
+    if scope.people.len() > limit:
         return None
     return scope
 

@@ -1,6 +1,7 @@
 """The IO manager hands a sync stage's output to the stages that read it in the same
 run without reading it back from disk, and still writes every output to disk."""
 
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -101,4 +102,23 @@ def test_a_failed_write_of_a_stage_output_fails_the_run(
     monkeypatch.setattr(resources.stage_files, "save", failing_save)
     settings, manifest = _archived(tmp_path)
     with pytest.raises(SyncCrashed, match="No space left on device"):
+        run_drop(manifest, settings)
+
+
+def test_a_slow_failed_write_fails_a_step_not_only_the_teardown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write still in flight when its readers had the object fails the next stage's
+    output (Dagster only logs a failed teardown); the last stage writes at once."""
+    real_save = stage_files.save
+
+    def slow_failing_save(obj, folder: Path) -> None:
+        if folder.parent.name in ("sync_plan", "sync_report"):
+            time.sleep(0.5)
+            raise OSError(f"No space left on device ({folder.parent.name})")
+        real_save(obj, folder)
+
+    monkeypatch.setattr(resources.stage_files, "save", slow_failing_save)
+    settings, manifest = _archived(tmp_path)
+    with pytest.raises(SyncCrashed, match=r"No space left on device \(sync_plan\)"):
         run_drop(manifest, settings)

@@ -7,7 +7,7 @@ import dagster as dg
 import polars as pl
 
 from roster_pipelines.defs.sync.partitions import drops_partitions
-from roster_pipelines.defs.sync.resources import RosterStore
+from roster_pipelines.defs.sync.resources import RosterStore, stage_outputs_root
 from roster_pipelines.lib import contracts, stage_files
 from roster_pipelines.lib.canonical import Roster
 from roster_pipelines.lib.drops import (
@@ -205,7 +205,7 @@ def sync_plan(
     planned for the people it changes only (lib/incremental.py), against that drop's
     validated roster as this run's storage kept it."""
     district, drop = split_partition_key(context.partition_key)
-    stored = roster_store.settings().state_dir / "stage_outputs" / "validated_roster"
+    stored = stage_outputs_root(roster_store.settings()) / "validated_roster"
 
     def previous(previous_drop: str) -> Roster | None:
         folder = stored / partition_key(district, previous_drop)

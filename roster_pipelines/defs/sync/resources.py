@@ -49,6 +49,11 @@ class RosterStore(dg.ConfigurableResource):
         return _engine(self.settings().database_url)
 
 
+def stage_outputs_root(settings: Settings) -> Path:
+    """Where the stages' outputs are kept: `<state>/stage_outputs/<asset>/<partition>`."""
+    return settings.state_dir / "stage_outputs"
+
+
 @dataclass
 class _Handoff:
     obj: Any
@@ -63,12 +68,13 @@ class DropStorageIOManager(dg.ConfigurableIOManager):
     Arrow IPC files beside it (`lib/stage_files.py`): several times faster than
     pickling the frames at district scale, and no serialised copy in memory.
 
-    Within one run and process, outputs are written in a background thread while the
-    next stage works (about 4 s per drop at a million people), and a sync stage's
-    output is handed to the stages that read it as the object itself, not read back
-    from disk (about 1.8 s), while the files on disk are still the ones this run
-    wrote. It is let go once each of those stages has read it. The run's end waits
-    for every write, and a failed write fails the next step or the run's end.
+    Within one run and process, a sync stage's output is written in a background
+    thread while the next stage works (about 4 s per drop at a million people), and
+    handed to the stages that read it as the object itself, not read back from disk
+    (about 1.8 s), while the files on disk are still the ones this run wrote. It is
+    let go once each of those stages has read it. The next stage's output waits for
+    the write, so a failed write fails that stage; an output nothing reads is written
+    at once.
     """
 
     state_dir: str = ""
@@ -77,7 +83,7 @@ class DropStorageIOManager(dg.ConfigurableIOManager):
     _saver: ThreadPoolExecutor | None = PrivateAttr(default=None)
 
     def _root(self) -> Path:
-        return Settings.from_env(state_dir=self.state_dir or None).state_dir / "stage_outputs"
+        return stage_outputs_root(Settings.from_env(state_dir=self.state_dir or None))
 
     def _path(self, context: dg.OutputContext | dg.InputContext) -> Path:
         partition = context.partition_key if context.has_partition_key else "_unpartitioned"
@@ -108,25 +114,21 @@ class DropStorageIOManager(dg.ConfigurableIOManager):
             if future is not None:
                 future.result()
 
-    def _raise_failed_saves(self) -> None:
-        for key, future in list(self._saving.items()):
-            if future.done():
-                del self._saving[key]
-                future.result()
-
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         path = self._path(context)
-        self._raise_failed_saves()
-        self._finish_saves(path)
+        # One write in flight at most (the previous stage's, overlapping this one's
+        # work): a write that failed fails this step, not just the run's teardown,
+        # which Dagster only logs.
+        self._finish_saves()
         self._handoff.pop(path, None)
+        readers = _sync_readers().get(context.asset_key, 0)
         saved: Future[tuple[int, int] | None]
-        if self._saver is None:  # outside a run (a direct call): write now
+        if self._saver is None or not readers:  # outside a run, or the last stage: now
             saved = Future()
             saved.set_result(_save(obj, path))
         else:
             saved = self._saver.submit(_save, obj, path)
             self._saving[path] = saved
-        readers = _sync_readers().get(context.asset_key, 0)
         if readers:
             self._handoff[path] = _Handoff(obj, saved, readers)
 

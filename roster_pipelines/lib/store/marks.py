@@ -20,20 +20,16 @@ import polars as pl
 from sqlalchemy import Connection, select, text
 
 from roster_pipelines.lib.plan import SyncPlan
-from roster_pipelines.lib.store.frames import read_frame
+from roster_pipelines.lib.store.frames import is_postgres, read_frame
 from roster_pipelines.lib.store.models import RosterAccountChange, RosterChangeMark, SyncRun
 
 SYNC_SETTING = "roster.sync_district"
 _CHANGES_SCHEMA = {"id": pl.Int64, "account_id": pl.Int64}
 
 
-def _is_postgres(conn: Connection) -> bool:
-    return conn.dialect.name == "postgresql"
-
-
 def mark_sync_transaction(conn: Connection, district_id: int) -> None:
     """The rest of this transaction is the district's sync: the triggers skip its rows."""
-    if _is_postgres(conn):
+    if is_postgres(conn):
         conn.execute(
             text("SELECT set_config(:name, :district, true)"),
             {"name": SYNC_SETTING, "district": str(district_id)},
@@ -54,7 +50,7 @@ class ChangesSeen:
 
 def changes_seen(conn: Connection, district_id: int) -> ChangesSeen:
     """The district's counter and its recorded account writes, now."""
-    if not _is_postgres(conn):
+    if not is_postgres(conn):
         return ChangesSeen(None, pl.DataFrame(schema=_CHANGES_SCHEMA))
     seq = conn.execute(
         select(RosterChangeMark.seq).where(RosterChangeMark.district_id == district_id)
@@ -113,7 +109,7 @@ def unchanged_since_last_apply(conn: Connection, district_id: int) -> bool:
 def consume_account_changes(conn: Connection, ids: pl.Series) -> None:
     """The apply of a plan that saw these account writes (`ChangesSeen.account_changes`
     ids): they are planned now."""
-    if ids.len() and _is_postgres(conn):
+    if ids.len() and is_postgres(conn):
         conn.execute(
             text("DELETE FROM roster_account_changes WHERE id = ANY(CAST(:ids AS bigint[]))"),
             {"ids": ids.to_list()},
@@ -127,7 +123,7 @@ def log_shared_account_changes(conn: Connection, plan: SyncPlan) -> int:
     Returns how many records were written (Postgres; 0 elsewhere)."""
     ids = plan.accounts.updates["id"].cast(pl.Int64)
     ids = ids.filter(ids > 0).unique().to_list()
-    if not _is_postgres(conn) or not ids:
+    if not is_postgres(conn) or not ids:
         return 0
     return conn.execute(
         text(

@@ -106,7 +106,8 @@ class CurrentState:
     # The run the state reflects; the apply step refuses a plan made on older state.
     last_run_id: int | None = None
     # A scoped read (an incremental plan) holds only some accounts' rows; the hold
-    # thresholds then take the district's active totals from here.
+    # thresholds then take the district's active people and enrollments from here
+    # (its classes are read whole).
     totals: dict[str, int] | None = None
 
 
@@ -262,11 +263,8 @@ def _scoped_reads(
 
 
 def _active_totals(conn: Connection, district_id: int) -> dict[str, int]:
-    """The district's active people, classes and enrollments (hold thresholds)."""
+    """The district's active people and enrollments (hold thresholds)."""
     people = select(func.count()).where(SisLink.district_id == district_id, SisLink.active)
-    classes = select(func.count()).where(
-        Class.district_id == district_id, Class.sis_class_id.is_not(None), Class.active
-    )
     enrollments = (
         select(func.count())
         .select_from(ClassMembership)
@@ -279,7 +277,7 @@ def _active_totals(conn: Connection, district_id: int) -> dict[str, int]:
     )
     return {
         kind: int(conn.execute(stmt).scalar_one())
-        for kind, stmt in (("people", people), ("classes", classes), ("enrollments", enrollments))
+        for kind, stmt in (("people", people), ("enrollments", enrollments))
     }
 
 
