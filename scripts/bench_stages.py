@@ -8,6 +8,11 @@ writes, the report, stage outputs saved and loaded). Prints one table per drop.
 
     .venv/bin/python scripts/bench_stages.py --people 1000000 --data /tmp/roster-bench-data
 
+With `--baseline NAME` the state after the initial drop (its database, as a Postgres
+template, and its state folder) is kept under NAME and reused by later runs, which then
+sync only the maintenance drop and its repeat: a quicker loop while working on them.
+`--profile FILE` writes a pyinstrument profile (HTML) of the maintenance drop.
+
 Timers nest (a stage's total includes the calls inside it), so rows do not add up to
 the total. It also prints each drop's peak anonymous and file-backed (mapped stage
 files) resident memory. Not part of the test run.
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import collections
 import functools
+import shutil
 import sys
 import tempfile
 import threading
@@ -27,7 +33,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bench_sync import _drop_database, _fresh_database, archive, ensure_drops
+import sqlalchemy as sa
+from bench_sync import PG_ADMIN, _drop_database, _fresh_database, archive, ensure_drops
 
 from roster_pipelines.defs.sync import assets
 from roster_pipelines.defs.sync.inprocess import run_drop
@@ -128,10 +135,34 @@ class MemorySampler:
         self._thread.join()
 
 
+def _admin(sql: str) -> None:
+    with sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT").connect() as conn:
+        conn.execute(sa.text(sql))
+
+
+def _database_exists(name: str) -> bool:
+    with sa.create_engine(PG_ADMIN).connect() as conn:
+        return bool(
+            conn.execute(
+                sa.text("SELECT count(*) FROM pg_database WHERE datname = :n"), {"n": name}
+            ).scalar_one()
+        )
+
+
+def _report(people: int, drop: str, run: Any, total: float, memory: MemorySampler) -> None:
+    print(
+        f"\n{people:,} people, {drop}: {run.outcome.status} in {total:.2f} s; "
+        f"peak RssAnon {memory.peak['RssAnon']:,} MB, "
+        f"peak RssFile {memory.peak['RssFile']:,} MB"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--people", type=int, default=100_000)
     parser.add_argument("--data", help="keep generated drops here and reuse them")
+    parser.add_argument("--baseline", help="keep (and reuse) the state after the initial drop")
+    parser.add_argument("--profile", help="write a pyinstrument profile of the maintenance drop")
     args = parser.parse_args()
     totals: dict[str, float] = collections.defaultdict(float)
     _instrument(totals)
@@ -139,25 +170,39 @@ def main() -> None:
         work = Path(tmp)
         data = Path(args.data) / f"p{args.people}" if args.data else work / "data"
         initial, maintenance = ensure_drops(data, args.people)
+        drops = [("initial", initial), ("maintenance", maintenance), ("repeat", maintenance)]
         url = _fresh_database("postgres", work)
-        settings = Settings.from_env(state_dir=str(work / "state"), database_url=url)
+        name = url.rsplit("/", 1)[-1]
+        state = work / "state"
+        template = f"roster_benchbase_{args.baseline}_p{args.people}" if args.baseline else None
+        kept_state = Path(tempfile.gettempdir()) / (template or "-")
+        if template and _database_exists(template) and kept_state.exists():
+            _admin(f'DROP DATABASE "{name}"')
+            _admin(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+            shutil.copytree(kept_state, state, symlinks=True)
+            drops = drops[1:]
+        settings = Settings.from_env(state_dir=str(state), database_url=url)
         try:
-            for drop, folder in (
-                ("initial", initial),
-                ("maintenance", maintenance),
-                ("repeat", maintenance),
-            ):
+            for drop, folder in drops:
                 manifest = archive(folder, settings, drop)
                 totals.clear()
+                profiler = None
+                if args.profile and drop == "maintenance":
+                    from pyinstrument import Profiler
+
+                    profiler = Profiler(interval=0.005)
+                    profiler.start()
                 start = time.perf_counter()
                 with MemorySampler() as memory:
                     run = run_drop(manifest, settings)
                 total = time.perf_counter() - start
-                print(
-                    f"\n{args.people:,} people, {drop}: {run.outcome.status} in {total:.2f} s; "
-                    f"peak RssAnon {memory.peak['RssAnon']:,} MB, "
-                    f"peak RssFile {memory.peak['RssFile']:,} MB"
-                )
+                if profiler is not None:
+                    profiler.stop()
+                    text = args.profile.endswith(".txt")
+                    Path(args.profile).write_text(
+                        profiler.output_text(show_all=False) if text else profiler.output_html()
+                    )
+                _report(args.people, drop, run, total, memory)
                 scope = (
                     DropStorageIOManager(state_dir=str(settings.state_dir))
                     .stored("sync_plan", manifest.partition_key)
@@ -168,6 +213,15 @@ def main() -> None:
                 for label in (PARSE, *(label for _, _, label in TIMED)):
                     if label in totals:
                         print(f"| {label} | {totals[label]:.2f} |")
+                if drop == "initial" and template:
+                    _admin(f'DROP DATABASE IF EXISTS "{template}"')
+                    _admin(  # the run's pooled connections would block the copy
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        f"WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+                    )
+                    _admin(f'CREATE DATABASE "{template}" TEMPLATE "{name}"')
+                    shutil.rmtree(kept_state, ignore_errors=True)
+                    shutil.copytree(state, kept_state, symlinks=True)
         finally:
             _drop_database(url)
 

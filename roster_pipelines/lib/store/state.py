@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import polars as pl
-from sqlalchemy import Connection, Select, and_, column, func, insert, or_, select, table
+from sqlalchemy import Connection, Select, and_, func, insert, literal_column, or_, select
 
-from roster_pipelines.lib.store.frames import chunks, concat, read_frame, read_many, stage
+from roster_pipelines.lib.store.frames import chunks, concat, read_frame, read_many
 from roster_pipelines.lib.store.models import (
     Account,
     Class,
@@ -152,9 +152,9 @@ def load_current_state(
     """Read the district's rows; `extra_account_ids` adds accounts matched by contact.
 
     With `accounts_in_scope` (an incremental plan, Postgres) the rows of people,
-    memberships and guardianships are read for those accounts only (through a staged
-    key table, in `conn`'s transaction), schools, classes and contact points whole,
-    and the totals the hold thresholds need are counted.
+    memberships and guardianships are read for those accounts only (their ids inside
+    the statements), schools, classes and contact points whole, and the totals the
+    hold thresholds need are counted.
 
     `bulk` (the plan stage) reads the big tables at once through separate ADBC
     connections on Postgres (`frames.read_many`): committed data only, so never inside
@@ -166,17 +166,15 @@ def load_current_state(
     # read makes the plan stale, and the apply step refuses it.
     last = latest_run(conn, district_id)
     queries = _state_queries(district_id)
-    scoped: dict[str, pl.DataFrame] = {}
     totals = None
     if accounts_in_scope is not None:
-        scoped = _scoped_reads(conn, district_id, accounts_in_scope)
-        totals = _active_totals(conn, district_id)
-        queries = {name: q for name, q in queries.items() if name not in scoped}
+        queries |= _scoped_queries(district_id, accounts_in_scope)
     if bulk:
         read = read_many(conn, queries)
     else:
         read = {name: read_frame(conn, stmt, schema) for name, (stmt, schema) in queries.items()}
-    read.update(scoped)
+    if accounts_in_scope is not None:
+        totals = {kind: int(read.pop(f"total_{kind}")["n"][0]) for kind in _TOTALS}
     # Accounts matched by contact and not yet linked are fetched by id (few). A scoped
     # read holds every account of its scope already, these included.
     wanted = pl.Series("account_id", extra_account_ids or [], pl.Int64).unique().to_frame()
@@ -229,43 +227,49 @@ def load_current_state(
     )
 
 
-def _scoped_reads(
-    conn: Connection, district_id: int, accounts: pl.Series
-) -> dict[str, pl.DataFrame]:
-    """The district's rows of these accounts: links, accounts, memberships and
-    guardianships (the tables whose rows follow people)."""
-    name = stage(conn, "accounts", accounts.rename("id").to_frame())
-    scope = table(name, column("id"))
+def _ids_in(ids: pl.Series) -> Any:
+    """`= ANY(<literal array>)`: the ids travel inside the statement, so the read can
+    run on another connection (`read_many`), and the planner walks the indexes for
+    them where a join with a staged table scanned the whole table."""
+    values = ",".join(str(int(i)) for i in ids.drop_nulls().unique().sort())
+    return literal_column(f"ANY('{{{values}}}'::bigint[])")
+
+
+_TOTALS = ("people", "enrollments")
+
+
+def _scoped_queries(
+    district_id: int, accounts: pl.Series
+) -> dict[str, tuple[Select, dict[str, Any]]]:
+    """The district's rows of these accounts (links, accounts, memberships and
+    guardianships: the tables whose rows follow people), and the district's active
+    people and enrollments (hold thresholds), as `_state_queries` names them."""
     full = _state_queries(district_id)
-    reads = {}
+    ids = _ids_in(accounts)
+    queries = {}
     for key, on in (
-        ("links", SisLink.account_id),
-        ("accounts", Account.id),
-        ("org_memberships", OrgMembership.account_id),
         ("class_memberships", ClassMembership.account_id),
+        ("links", SisLink.account_id),
+        ("org_memberships", OrgMembership.account_id),
+        ("accounts", Account.id),
     ):
         stmt, schema = full[key]
         if key == "accounts":
             stmt = select(*_ACCOUNT_COLS)
-        reads[key] = read_frame(conn, stmt.join(scope, scope.c.id == on), schema)
+        queries[key] = (stmt.where(on == ids), schema)
     stmt, schema = full["guardianships"]
-    reads["guardianships"] = read_frame(
-        conn,
+    queries["guardianships"] = (
         stmt.where(
-            or_(
-                Guardianship.parent_account_id.in_(select(scope.c.id)),
-                Guardianship.student_account_id.in_(select(scope.c.id)),
-            )
+            or_(Guardianship.parent_account_id == ids, Guardianship.student_account_id == ids)
         ),
         schema,
     )
-    return reads
-
-
-def _active_totals(conn: Connection, district_id: int) -> dict[str, int]:
-    """The district's active people and enrollments (hold thresholds)."""
-    people = select(func.count()).where(SisLink.district_id == district_id, SisLink.active)
-    enrollments = (
+    count = {"n": pl.Int64}
+    queries["total_people"] = (
+        select(func.count()).where(SisLink.district_id == district_id, SisLink.active),
+        count,
+    )
+    queries["total_enrollments"] = (
         select(func.count())
         .select_from(ClassMembership)
         .join(Class, Class.id == ClassMembership.class_id)
@@ -273,12 +277,10 @@ def _active_totals(conn: Connection, district_id: int) -> dict[str, int]:
             Class.district_id == district_id,
             ClassMembership.source == "sis",
             ClassMembership.active,
-        )
+        ),
+        count,
     )
-    return {
-        kind: int(conn.execute(stmt).scalar_one())
-        for kind, stmt in (("people", people), ("enrollments", enrollments))
-    }
+    return queries
 
 
 _ACCOUNT_COLS = (Account.id, Account.first_name, Account.last_name, Account.dob, Account.grade)

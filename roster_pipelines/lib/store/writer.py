@@ -102,14 +102,15 @@ def _set_active(
         return
     values = {"active": active, "removed_at": None if active else now, "now": now}
     if is_postgres(conn):
-        name = _table(model).name
-        staged = stage(conn, name, ids.select("id").unique())
+        # An id array: the planner walks the primary key, where a join with a staged
+        # table hashes it and scans the whole table (1.1 s against 0.4 s for 30,000 of
+        # 3.5 M class memberships).
         conn.execute(
             text(
-                f"UPDATE {name} t SET active = :active, removed_at = :removed_at, "
-                f"updated_at = :now FROM {staged} s WHERE t.id = s.id"
+                f"UPDATE {_table(model).name} SET active = :active, removed_at = :removed_at, "
+                "updated_at = :now WHERE id = ANY(CAST(:ids AS bigint[]))"
             ),
-            values,
+            values | {"ids": ids["id"].unique().sort().to_list()},
         )
         return
     for chunk in chunks(ids["id"].to_list()):
