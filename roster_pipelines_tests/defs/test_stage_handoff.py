@@ -1,5 +1,6 @@
 """The IO manager hands a sync stage's output to the stages that read it in the same
-run without reading it back from disk, and still writes every output to disk."""
+run without reading it back from disk, and still writes every output to disk (the
+parsed roster as a note to parse the archived drop again)."""
 
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ from roster_pipelines.defs.sync.resources import DropStorageIOManager
 from roster_pipelines.lib import stage_files
 from roster_pipelines.lib.config import DEFAULT_FORMAT, Settings
 from roster_pipelines.lib.drops import DropManifest, archive_drop
-from roster_pipelines.lib.formats import REQUIRED_FILES
+from roster_pipelines.lib.formats import REQUIRED_FILES, get_adapter
 from roster_pipelines_tests.lib.test_corpus import CORPUS
 
 
@@ -122,3 +123,22 @@ def test_a_slow_failed_write_fails_a_step_not_only_the_teardown(
     settings, manifest = _archived(tmp_path)
     with pytest.raises(SyncCrashed, match=r"No space left on device \(sync_plan\)"):
         run_drop(manifest, settings)
+
+
+def test_the_parsed_roster_is_stored_as_the_archived_drop_and_read_again_from_it(
+    tmp_path: Path,
+) -> None:
+    settings, manifest = _archived(tmp_path)
+    run = run_drop(manifest, settings)
+    assert run.outcome.status == "applied"
+    folder = settings.state_dir / "stage_outputs" / "parsed_roster" / manifest.partition_key
+    assert list(folder.glob("*.arrow")) == []  # no frames written
+    # Loaded from disk (a re-execution from the UI), it is the adapter's reading again.
+    stored = DropStorageIOManager(state_dir=str(settings.state_dir)).stored(
+        "parsed_roster", manifest.partition_key
+    )
+    expected = get_adapter(manifest.format)(manifest.folder(settings.landing_root))
+    assert stored.tables().keys() == expected.tables().keys()
+    for name, frame in expected.tables().items():
+        assert stored.tables()[name].equals(frame), name
+    assert stored.issues.equals(expected.issues)
