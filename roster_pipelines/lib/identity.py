@@ -255,11 +255,15 @@ def _owners(conn: Connection, wanted: pl.DataFrame, district: pl.DataFrame) -> p
     )
 
 
+# The links as stored, and apart the (few) merged accounts with their survivors: a
+# join of the links with every account cost three times the two reads (1.15 s against
+# 0.4 s + 0.07 s of server time at a million people).
 _LINKS_SQL = (
-    "SELECT sl.person_key, sl.role, sl.active, COALESCE(a.merged_into_id, a.id) "
-    "FROM sis_links sl JOIN accounts a ON a.id = sl.account_id "
+    "SELECT sl.person_key, sl.role, sl.active, sl.account_id FROM sis_links sl "
     "WHERE sl.district_id = :d"
 )
+_MERGED_SQL = "SELECT a.id, a.merged_into_id FROM accounts a WHERE a.merged_into_id IS NOT NULL"
+_MERGED_SCHEMA = {"account_id": pl.Int64, "merged_into_id": pl.Int64}
 _PEOPLE_SCHEMA = {
     "id": pl.Int64,
     "first_name": pl.String,
@@ -289,20 +293,34 @@ def _read_district(conn: Connection, district_id: int) -> dict[str, pl.DataFrame
     On Postgres the reads run two at a time through their own ADBC connections
     (`frames.read_many`), committed data only."""
     queries = {
+        "people": (_ORG_PEOPLE_SQL, _PEOPLE_SCHEMA),
         "contacts": (_DISTRICT_CONTACTS_SQL, OWNERS_SCHEMA),
         "links": (_LINKS_SQL, _LINKS_SCHEMA),
-        "people": (_ORG_PEOPLE_SQL, _PEOPLE_SCHEMA),
+        "merged": (_MERGED_SQL, _MERGED_SCHEMA),
     }
     if not is_postgres(conn):
-        return {
+        read = {
             name: query_frame(conn, sql, schema, {"d": district_id})
             for name, (sql, schema) in queries.items()
         }
-    d = str(int(district_id))
-    return read_many(
-        conn,
-        {name: (text(sql.replace(":d", d)), schema) for name, (sql, schema) in queries.items()},
+    else:
+        d = str(int(district_id))
+        read = read_many(
+            conn,
+            {name: (text(sql.replace(":d", d)), schema) for name, (sql, schema) in queries.items()},
+        )
+    merged = read.pop("merged")
+    read["links"] = (
+        read["links"]
+        .join(merged, on="account_id", how="left")
+        .select(
+            "person_key",
+            "role",
+            "active",
+            account_id=pl.coalesce("merged_into_id", "account_id"),
+        )
     )
+    return read
 
 
 def _linked_elsewhere(conn: Connection, district_id: int, account_ids: pl.Series) -> pl.Series:

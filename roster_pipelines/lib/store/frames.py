@@ -24,6 +24,8 @@ import polars as pl
 from sqlalchemy import Connection
 from sqlalchemy.sql import Executable
 
+from roster_pipelines.lib.store.engine import PG_SESSION_SETTINGS
+
 CHUNK = 5_000
 COPY_ROWS = 250_000  # rows per CSV block written to COPY (bounds the CSV text in memory)
 
@@ -54,7 +56,11 @@ def _adbc_connect(conn: Connection) -> Any:
     from adbc_driver_postgresql import dbapi
 
     url = conn.engine.url.set(drivername="postgresql")
-    return dbapi.connect(url.render_as_string(hide_password=False))
+    adbc = dbapi.connect(url.render_as_string(hide_password=False))
+    with adbc.cursor() as cursor:
+        for setting, value in PG_SESSION_SETTINGS.items():
+            cursor.execute(f"SET {setting} = {value}")
+    return adbc
 
 
 def read_many(
