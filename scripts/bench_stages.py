@@ -11,7 +11,13 @@ writes, the report, stage outputs saved and loaded). Prints one table per drop.
 With `--baseline NAME` the state after the initial drop (its database, as a Postgres
 template, and its state folder) is kept under NAME and reused by later runs, which then
 sync only the maintenance drop and its repeat: a quicker loop while working on them.
-`--profile FILE` writes a pyinstrument profile (HTML) of the maintenance drop.
+`--profile FILE` writes a pyinstrument profile (HTML, or text for a `.txt` name) of the
+maintenance drop. `--churn 0.001 0.01 0.05` syncs, instead of the maintenance drop and
+its repeat, one maintenance drop per churn share, each from the state after the initial
+drop, and prints how each stage grows with the change:
+
+    .venv/bin/python scripts/bench_stages.py --people 1000000 --data /tmp/roster-bench-data \
+        --churn 0.001 0.01 0.05
 
 Timers nest (a stage's total includes the calls inside it), so rows do not add up to
 the total. It also prints each drop's peak anonymous and file-backed (mapped stage
@@ -41,6 +47,7 @@ from roster_pipelines.defs.sync.inprocess import run_drop
 from roster_pipelines.defs.sync.resources import DropStorageIOManager
 from roster_pipelines.lib import contracts, identity, stage_files, sync
 from roster_pipelines.lib.config import Settings
+from roster_pipelines.lib.generator import generate_district
 from roster_pipelines.lib.store import writer
 
 PARSE = "parse: format adapter"
@@ -157,73 +164,146 @@ def _report(people: int, drop: str, run: Any, total: float, memory: MemorySample
     )
 
 
+STAGES = {
+    "parse": PARSE,
+    "validate": "validate: contracts",
+    "identity": "identity: resolve_drop",
+    "plan": "plan: plan_drop",
+    "apply": "apply: apply_drop",
+    "report": "report: data",
+}
+
+
+class Bench:
+    """One database and state folder; drops synced into them with the stage timers."""
+
+    def __init__(self, args: argparse.Namespace, work: Path) -> None:
+        self.args, self.work = args, work
+        self.totals: dict[str, float] = collections.defaultdict(float)
+        _instrument(self.totals)
+        self.url = _fresh_database("postgres", work)
+        self.name = self.url.rsplit("/", 1)[-1]
+        self.state = work / "state"
+        self.settings = Settings.from_env(state_dir=str(self.state), database_url=self.url)
+        baseline = args.baseline or ("sweep" if args.churn else None)
+        self.template = f"roster_benchbase_{baseline}_p{args.people}" if baseline else None
+        self.kept_state = Path(tempfile.gettempdir()) / (self.template or "-")
+
+    def restore(self) -> bool:
+        """Back to the state after the initial drop, if one was kept."""
+        if not (self.template and _database_exists(self.template) and self.kept_state.exists()):
+            return False
+        _admin(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+        _admin(f'CREATE DATABASE "{self.name}" TEMPLATE "{self.template}"')
+        shutil.rmtree(self.state, ignore_errors=True)
+        shutil.copytree(self.kept_state, self.state, symlinks=True)
+        return True
+
+    def keep(self) -> None:
+        """Keep the state after the initial drop (database as a template, state folder)."""
+        if not self.template:
+            return
+        _admin(f'DROP DATABASE IF EXISTS "{self.template}"')
+        _admin(  # the run's pooled connections would block the copy
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            f"WHERE datname = '{self.name}' AND pid <> pg_backend_pid()"
+        )
+        _admin(f'CREATE DATABASE "{self.template}" TEMPLATE "{self.name}"')
+        shutil.rmtree(self.kept_state, ignore_errors=True)
+        shutil.copytree(self.state, self.kept_state, symlinks=True)
+
+    def sync(self, drop: str, folder: Path, *, profile: str | None = None) -> dict[str, Any]:
+        manifest = archive(folder, self.settings, drop)
+        self.totals.clear()
+        profiler = None
+        if profile:
+            from pyinstrument import Profiler
+
+            profiler = Profiler(interval=0.005)
+            profiler.start()
+        start = time.perf_counter()
+        with MemorySampler() as memory:
+            run = run_drop(manifest, self.settings)
+        total = time.perf_counter() - start
+        if profiler is not None:
+            profiler.stop()
+            text = profile.endswith(".txt")
+            Path(profile).write_text(
+                profiler.output_text(show_all=False) if text else profiler.output_html()
+            )
+        _report(self.args.people, drop, run, total, memory)
+        scope = (
+            DropStorageIOManager(state_dir=str(self.settings.state_dir))
+            .stored("sync_plan", manifest.partition_key)
+            .scope
+        )
+        print(f"planned {'in full' if scope is None else 'incrementally'}: {scope}")
+        print("| call | s |\n|---|---|")
+        for label in (PARSE, *(label for _, _, label in TIMED)):
+            if label in self.totals:
+                print(f"| {label} | {self.totals[label]:.2f} |")
+        return {"total": total, "scope": scope, **{k: self.totals[v] for k, v in STAGES.items()}}
+
+    def close(self) -> None:
+        _drop_database(self.url)
+
+
+def _sweep_table(people: int, rows: dict[float, dict[str, Any]]) -> None:
+    print(f"\n{people:,} people, maintenance drops by churn (one run each):\n")
+    print(
+        "| churn | changed rows | scope people | "
+        + " | ".join(STAGES)
+        + " | total s |\n|"
+        + "---|" * (len(STAGES) + 4)
+    )
+    for churn, r in rows.items():
+        scope = r["scope"] or {}
+        changed = sum(v for k, v in scope.items() if k.startswith("changed_"))
+        people = scope.get("scope_people", "full plan")
+        cells = " | ".join(f"{r[k]:.2f}" for k in STAGES)
+        print(f"| {churn:.1%} | {changed:,} | {people:,} | {cells} | {r['total']:.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--people", type=int, default=100_000)
     parser.add_argument("--data", help="keep generated drops here and reuse them")
     parser.add_argument("--baseline", help="keep (and reuse) the state after the initial drop")
     parser.add_argument("--profile", help="write a pyinstrument profile of the maintenance drop")
+    parser.add_argument(
+        "--churn",
+        type=float,
+        nargs="+",
+        help="instead of maintenance and repeat: one maintenance drop per churn share "
+        "(0.001 = 0.1 %% of the people), each from the state after the initial drop",
+    )
     args = parser.parse_args()
-    totals: dict[str, float] = collections.defaultdict(float)
-    _instrument(totals)
     with tempfile.TemporaryDirectory(prefix="roster-bench-stages-") as tmp:
         work = Path(tmp)
         data = Path(args.data) / f"p{args.people}" if args.data else work / "data"
         initial, maintenance = ensure_drops(data, args.people)
-        drops = [("initial", initial), ("maintenance", maintenance), ("repeat", maintenance)]
-        url = _fresh_database("postgres", work)
-        name = url.rsplit("/", 1)[-1]
-        state = work / "state"
-        template = f"roster_benchbase_{args.baseline}_p{args.people}" if args.baseline else None
-        kept_state = Path(tempfile.gettempdir()) / (template or "-")
-        if template and _database_exists(template) and kept_state.exists():
-            _admin(f'DROP DATABASE "{name}"')
-            _admin(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-            shutil.copytree(kept_state, state, symlinks=True)
-            drops = drops[1:]
-        settings = Settings.from_env(state_dir=str(state), database_url=url)
+        bench = Bench(args, work)
         try:
-            for drop, folder in drops:
-                manifest = archive(folder, settings, drop)
-                totals.clear()
-                profiler = None
-                if args.profile and drop == "maintenance":
-                    from pyinstrument import Profiler
-
-                    profiler = Profiler(interval=0.005)
-                    profiler.start()
-                start = time.perf_counter()
-                with MemorySampler() as memory:
-                    run = run_drop(manifest, settings)
-                total = time.perf_counter() - start
-                if profiler is not None:
-                    profiler.stop()
-                    text = args.profile.endswith(".txt")
-                    Path(args.profile).write_text(
-                        profiler.output_text(show_all=False) if text else profiler.output_html()
+            if not bench.restore():
+                bench.sync("initial", initial)
+                bench.keep()
+            if not args.churn:
+                bench.sync("maintenance", maintenance, profile=args.profile)
+                bench.sync("repeat", maintenance)
+                return
+            rows = {}
+            for i, churn in enumerate(args.churn):
+                folder = data / f"maintenance_c{churn:g}"
+                if not (folder / "enrollments.csv").exists():
+                    generate_district(
+                        folder, people=args.people, seed=2, maintenance_of=initial, churn=churn
                     )
-                _report(args.people, drop, run, total, memory)
-                scope = (
-                    DropStorageIOManager(state_dir=str(settings.state_dir))
-                    .stored("sync_plan", manifest.partition_key)
-                    .scope
-                )
-                print(f"planned {'in full' if scope is None else 'incrementally'}: {scope}")
-                print("| call | s |\n|---|---|")
-                for label in (PARSE, *(label for _, _, label in TIMED)):
-                    if label in totals:
-                        print(f"| {label} | {totals[label]:.2f} |")
-                if drop == "initial" and template:
-                    _admin(f'DROP DATABASE IF EXISTS "{template}"')
-                    _admin(  # the run's pooled connections would block the copy
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        f"WHERE datname = '{name}' AND pid <> pg_backend_pid()"
-                    )
-                    _admin(f'CREATE DATABASE "{template}" TEMPLATE "{name}"')
-                    shutil.rmtree(kept_state, ignore_errors=True)
-                    shutil.copytree(state, kept_state, symlinks=True)
+                if i:
+                    bench.restore()
+                rows[churn] = bench.sync(f"maintenance_c{churn:g}", folder)
+            _sweep_table(args.people, rows)
         finally:
-            _drop_database(url)
+            bench.close()
 
 
 if __name__ == "__main__":
