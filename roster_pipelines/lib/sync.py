@@ -55,9 +55,11 @@ from roster_pipelines.lib.store.marks import (
 from roster_pipelines.lib.store.models import DistrictSettings, SisLink
 from roster_pipelines.lib.store.state import (
     RunRef,
+    WholeReads,
     get_or_create_district,
     latest_run,
     load_current_state,
+    start_whole_reads,
     utcnow,
 )
 from roster_pipelines.lib.store.writer import (
@@ -172,8 +174,10 @@ def plan_drop(
     with engine.connect() as conn:
         # Read before the state: writes committed later are for the next drop.
         seen = changes_seen(conn, identity.district_id)
+        # The tables read whole either way are read while the scope is worked out.
+        whole = start_whole_reads(conn, identity.district_id)
         scope = _incremental_scope(conn, identity, roster, previous, seen)
-        plan = _plan(conn, identity, roster, now, scope)
+        plan = _plan(conn, identity, roster, now, scope, whole)
         if scope is not None and os.environ.get(VERIFY_INCREMENTAL_ENV):
             differences = plan_differences(plan, _plan(conn, identity, roster, now, None))
             if differences:
@@ -186,7 +190,12 @@ def plan_drop(
 
 
 def _plan(
-    conn: Connection, identity: IdentityResult, roster: Roster, now: datetime, scope: Scope | None
+    conn: Connection,
+    identity: IdentityResult,
+    roster: Roster,
+    now: datetime,
+    scope: Scope | None,
+    whole: WholeReads | None = None,
 ) -> SyncPlan:
     linked_ids = identity.identities["account_id"].drop_nulls().unique().to_list()
     current = load_current_state(
@@ -195,6 +204,7 @@ def _plan(
         extra_account_ids=linked_ids,
         bulk=True,
         accounts_in_scope=scope.accounts if scope is not None else None,
+        whole=whole,
     )
     owners = identity.contact_owners
     if owners is None:

@@ -6,6 +6,7 @@ app's users and a sync never touches them (R6).
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import polars as pl
 from sqlalchemy import Connection, Select, and_, func, insert, literal_column, or_, select
 
-from roster_pipelines.lib.store.frames import chunks, concat, read_frame, read_many
+from roster_pipelines.lib.store.frames import chunks, concat, is_postgres, read_frame, read_many
 from roster_pipelines.lib.store.models import (
     Account,
     Class,
@@ -141,6 +142,32 @@ def find_district(conn: Connection, district_sis_id: str) -> int | None:
     ).scalar()
 
 
+# Tables every plan reads whole, scoped or not (`start_whole_reads`).
+WHOLE_TABLES = ("contacts", "classes", "orgs")
+
+
+@dataclass
+class WholeReads:
+    """The tables every plan reads whole, being read in a thread of their own, and the
+    district's latest run as it was before they started (what the state reflects)."""
+
+    last: RunRef | None
+    frames: Future[dict[str, pl.DataFrame]]
+
+
+def start_whole_reads(conn: Connection, district_id: int) -> WholeReads | None:
+    """Start reading `WHOLE_TABLES` (Postgres, through their own connection: committed
+    data) while the caller works out what else to read; None on SQLite."""
+    if not is_postgres(conn):
+        return None
+    last = latest_run(conn, district_id)
+    queries = {k: q for k, q in _state_queries(district_id).items() if k in WHOLE_TABLES}
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plan-whole-reads")
+    frames = pool.submit(read_many, conn, queries, workers=1)
+    pool.shutdown(wait=False)
+    return WholeReads(last, frames)
+
+
 def load_current_state(
     conn: Connection,
     district_id: int,
@@ -148,6 +175,7 @@ def load_current_state(
     *,
     bulk: bool = False,
     accounts_in_scope: pl.Series | None = None,
+    whole: WholeReads | None = None,
 ) -> CurrentState:
     """Read the district's rows; `extra_account_ids` adds accounts matched by contact.
 
@@ -161,18 +189,25 @@ def load_current_state(
     a transaction that has written to them. The apply step re-checks under the
     district's lock that no drop was applied since (`last_run_id`), so the plan cannot
     act on stale state.
+
+    `whole` (from `start_whole_reads`) holds the reads of `WHOLE_TABLES` already under
+    way, and the latest run read before they started.
     """
     # The run the state reflects is read first: a drop applied while the tables are
     # read makes the plan stale, and the apply step refuses it.
-    last = latest_run(conn, district_id)
+    last = whole.last if whole is not None else latest_run(conn, district_id)
     queries = _state_queries(district_id)
     totals = None
     if accounts_in_scope is not None:
         queries |= _scoped_queries(district_id, accounts_in_scope)
+    if whole is not None:
+        queries = {k: q for k, q in queries.items() if k not in WHOLE_TABLES}
     if bulk:
         read = read_many(conn, queries)
     else:
         read = {name: read_frame(conn, stmt, schema) for name, (stmt, schema) in queries.items()}
+    if whole is not None:
+        read |= whole.frames.result()
     if accounts_in_scope is not None:
         totals = {kind: int(read.pop(f"total_{kind}")["n"][0]) for kind in _TOTALS}
     # Accounts matched by contact and not yet linked are fetched by id (few). A scoped
