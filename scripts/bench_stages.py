@@ -30,6 +30,7 @@ import argparse
 import collections
 import functools
 import shutil
+import statistics
 import sys
 import tempfile
 import threading
@@ -248,8 +249,14 @@ class Bench:
         _drop_database(self.url)
 
 
-def _sweep_table(people: int, rows: dict[float, dict[str, Any]]) -> None:
-    print(f"\n{people:,} people, maintenance drops by churn (one run each):\n")
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per column, the median of the runs (the scope is the same in each)."""
+    numbers = [k for k in runs[0] if k != "scope"]
+    return {"scope": runs[0]["scope"]} | {k: statistics.median(r[k] for r in runs) for k in numbers}
+
+
+def _sweep_table(people: int, rows: dict[float, dict[str, Any]], repeat: int) -> None:
+    print(f"\n{people:,} people, maintenance drops by churn (median of {repeat}):\n")
     print(
         "| churn | changed rows | scope people | "
         + " | ".join(STAGES)
@@ -277,6 +284,7 @@ def main() -> None:
         help="instead of maintenance and repeat: one maintenance drop per churn share "
         "(0.001 = 0.1 %% of the people), each from the state after the initial drop",
     )
+    parser.add_argument("--repeat", type=int, default=1, help="runs per churn share (median)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="roster-bench-stages-") as tmp:
         work = Path(tmp)
@@ -291,17 +299,18 @@ def main() -> None:
                 bench.sync("maintenance", maintenance, profile=args.profile)
                 bench.sync("repeat", maintenance)
                 return
-            rows = {}
-            for i, churn in enumerate(args.churn):
-                folder = data / f"maintenance_c{churn:g}"
-                if not (folder / "enrollments.csv").exists():
-                    generate_district(
-                        folder, people=args.people, seed=2, maintenance_of=initial, churn=churn
-                    )
-                if i:
-                    bench.restore()
-                rows[churn] = bench.sync(f"maintenance_c{churn:g}", folder)
-            _sweep_table(args.people, rows)
+            runs: dict[float, list[dict[str, Any]]] = {churn: [] for churn in args.churn}
+            for round_ in range(args.repeat):  # interleaved: a slow spell hits every churn
+                for churn in args.churn:
+                    folder = data / f"maintenance_c{churn:g}"
+                    if not (folder / "enrollments.csv").exists():
+                        generate_district(
+                            folder, people=args.people, seed=2, maintenance_of=initial, churn=churn
+                        )
+                    if runs[churn] or round_ or churn != args.churn[0]:
+                        bench.restore()
+                    runs[churn].append(bench.sync(f"maintenance_c{churn:g}", folder))
+            _sweep_table(args.people, {c: _median_run(r) for c, r in runs.items()}, args.repeat)
         finally:
             bench.close()
 
