@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -63,6 +62,7 @@ from typing import Any
 import polars as pl
 from sqlalchemy import Connection, insert, select, text, update
 
+from roster_pipelines.lib.background import in_background
 from roster_pipelines.lib.canonical import CONTACT_EMAIL, CONTACT_PHONE, ROLE_STUDENT, Roster
 from roster_pipelines.lib.store.frames import chunks, copy_out, is_postgres, read_many
 from roster_pipelines.lib.store.models import MergeCandidate
@@ -319,11 +319,11 @@ def _read_district(
         def bound(sql: str, schema: dict) -> tuple[Any, dict]:
             return text(sql.replace(":d", d)), schema
 
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="identity-people")
-        future = pool.submit(read_many, conn, {"people": bound(*people_query)}, workers=1)
-        pool.shutdown(wait=False)
+        people = in_background(
+            lambda: read_many(conn, {"people": bound(*people_query)}, workers=1)["people"]
+        )
         read = read_many(conn, {name: bound(*q) for name, q in queries.items()})
-        people_later = partial(_result, future, "people")
+        people_later = people.result
     merged = read.pop("merged")
     read["links"] = (
         read["links"]
@@ -336,10 +336,6 @@ def _read_district(
         )
     )
     return read, people_later
-
-
-def _result(future: Future[dict[str, pl.DataFrame]], name: str) -> pl.DataFrame:
-    return future.result()[name]
 
 
 def _linked_elsewhere(conn: Connection, district_id: int, account_ids: pl.Series) -> pl.Series:

@@ -17,7 +17,6 @@ Decisions where the rules are silent (R16):
 from __future__ import annotations
 
 import re
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 import polars as pl
 from sqlalchemy import Connection, Engine, func, select
 
+from roster_pipelines.lib.background import in_background
 from roster_pipelines.lib.issues import CATALOGUE
 from roster_pipelines.lib.plan import FRESHNESS_DAYS
 from roster_pipelines.lib.store.models import (
@@ -357,9 +357,7 @@ def build_report_data(
     build_issue_summary(data, issues)
     # The drop's files are read again (to place row issues by school) while the
     # database counts the schools' people: about half a second at a million people.
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="report-rows")
-    rows = pool.submit(row_schools, drop_folder if issues.height else None)
-    pool.shutdown(wait=False)
+    rows = in_background(row_schools, drop_folder if issues.height else None)
     with engine.connect() as conn:
         district_id = find_district(conn, district)
         if district_id is None:

@@ -142,13 +142,12 @@ class DropStorageIOManager(dg.ConfigurableIOManager):
         self._finish_saves()
         self._handoff.pop(path, None)
         readers = _sync_readers().get(context.asset_key, 0)
+        on_disk = _ParsedFromArchive() if context.asset_key == PARSED_ROSTER else obj
         saved: Future[tuple[int, int] | None]
-        if context.asset_key == PARSED_ROSTER:
+        # Outside a run, for the last stage, or a note: written now.
+        if self._saver is None or not readers or on_disk is not obj:
             saved = Future()
-            saved.set_result(_save(_ParsedFromArchive(), path))
-        elif self._saver is None or not readers:  # outside a run, or the last stage: now
-            saved = Future()
-            saved.set_result(_save(obj, path))
+            saved.set_result(_save(on_disk, path))
         else:
             saved = self._saver.submit(_save, obj, path)
             self._saving[path] = saved

@@ -6,7 +6,7 @@ app's users and a sync never touches them (R6).
 
 from __future__ import annotations
 
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -14,6 +14,7 @@ from typing import Any
 import polars as pl
 from sqlalchemy import Connection, Select, and_, func, insert, literal_column, or_, select
 
+from roster_pipelines.lib.background import in_background
 from roster_pipelines.lib.store.frames import chunks, concat, is_postgres, read_frame, read_many
 from roster_pipelines.lib.store.models import (
     Account,
@@ -162,10 +163,7 @@ def start_whole_reads(conn: Connection, district_id: int) -> WholeReads | None:
         return None
     last = latest_run(conn, district_id)
     queries = {k: q for k, q in _state_queries(district_id).items() if k in WHOLE_TABLES}
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plan-whole-reads")
-    frames = pool.submit(read_many, conn, queries, workers=1)
-    pool.shutdown(wait=False)
-    return WholeReads(last, frames)
+    return WholeReads(last, in_background(read_many, conn, queries, workers=1))
 
 
 def load_current_state(
@@ -266,7 +264,7 @@ def _ids_in(ids: pl.Series) -> Any:
     """`= ANY(<literal array>)`: the ids travel inside the statement, so the read can
     run on another connection (`read_many`), and the planner walks the indexes for
     them where a join with a staged table scanned the whole table."""
-    values = ",".join(str(int(i)) for i in ids.drop_nulls().unique().sort())
+    values = ids.drop_nulls().unique().sort().cast(pl.String).str.join(",").item()
     return literal_column(f"ANY('{{{values}}}'::bigint[])")
 
 
