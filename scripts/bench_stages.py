@@ -61,7 +61,8 @@ TIMED: list[tuple[Any, str, str]] = [
     (assets, "plan_drop", "plan: plan_drop"),
     (sync, "_incremental_scope", "  plan: incremental scope (delta, closure)"),
     (sync, "changed_people", "    plan: roster delta"),
-    (sync, "roster_digest", "  plan and apply: roster digests"),
+    (sync, "fingerprint", "  plan: roster fingerprint (made while identity runs)"),
+    (sync, "roster_digest", "  apply: roster digest"),
     (sync, "load_current_state", "  plan: state read"),
     (sync, "build_plan", "  plan: diff (build_plan)"),
     (assets, "write_plan_files", "plan: plan.csv"),
@@ -80,7 +81,8 @@ TIMED: list[tuple[Any, str, str]] = [
 ]
 
 
-def _instrument(totals: dict[str, float]) -> None:
+def _instrument(totals: dict[str, float], cpu_totals: dict[str, float]) -> None:
+    """Wall-clock and CPU seconds (every thread of this process) per timed call."""
     real_get_adapter = assets.get_adapter
 
     def get_adapter(format_name: str) -> Any:
@@ -88,11 +90,12 @@ def _instrument(totals: dict[str, float]) -> None:
         adapter = real_get_adapter(format_name)
 
         def parse(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             try:
                 return adapter(*args, **kwargs)
             finally:
                 totals[PARSE] += time.perf_counter() - start
+                cpu_totals[PARSE] += time.process_time() - cpu
 
         return parse
 
@@ -101,11 +104,12 @@ def _instrument(totals: dict[str, float]) -> None:
         original = getattr(module, name)
 
         def timed(*args: Any, _f: Any = original, _label: str = label, **kwargs: Any) -> Any:
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             try:
                 return _f(*args, **kwargs)
             finally:
                 totals[_label] += time.perf_counter() - start
+                cpu_totals[_label] += time.process_time() - cpu
 
         setattr(module, name, functools.wraps(original)(timed))
 
@@ -181,7 +185,8 @@ class Bench:
     def __init__(self, args: argparse.Namespace, work: Path) -> None:
         self.args, self.work = args, work
         self.totals: dict[str, float] = collections.defaultdict(float)
-        _instrument(self.totals)
+        self.cpu: dict[str, float] = collections.defaultdict(float)
+        _instrument(self.totals, self.cpu)
         self.url = _fresh_database("postgres", work)
         self.name = self.url.rsplit("/", 1)[-1]
         self.state = work / "state"
@@ -216,6 +221,7 @@ class Bench:
     def sync(self, drop: str, folder: Path, *, profile: str | None = None) -> dict[str, Any]:
         manifest = archive(folder, self.settings, drop)
         self.totals.clear()
+        self.cpu.clear()
         profiler = None
         if profile:
             from pyinstrument import Profiler
@@ -239,10 +245,10 @@ class Bench:
             .scope
         )
         print(f"planned {'in full' if scope is None else 'incrementally'}: {scope}")
-        print("| call | s |\n|---|---|")
+        print("| call | s | cpu s |\n|---|---|---|")
         for label in (PARSE, *(label for _, _, label in TIMED)):
             if label in self.totals:
-                print(f"| {label} | {self.totals[label]:.2f} |")
+                print(f"| {label} | {self.totals[label]:.2f} | {self.cpu[label]:.2f} |")
         return {"total": total, "scope": scope, **{k: self.totals[v] for k, v in STAGES.items()}}
 
     def close(self) -> None:

@@ -26,8 +26,10 @@ from roster_pipelines.lib.identity import (
 )
 from roster_pipelines.lib.incremental import (
     PLAN_VERSION,
+    RosterFingerprint,
     Scope,
     changed_people,
+    fingerprint,
     roster_digest,
     scope_for,
 )
@@ -165,10 +167,10 @@ def plan_drop(
     roster: Roster,
     *,
     now: datetime | None = None,
-    previous: Callable[[str], Roster | None] | None = None,
+    previous: Callable[[str], RosterFingerprint | None] | None = None,
 ) -> SyncPlan:
-    """The drop's plan. `previous` gives the validated roster of an earlier drop of the
-    district (by drop id) when it is still stored: with it, a maintenance drop on
+    """The drop's plan. `previous` gives the fingerprint of an earlier drop's validated
+    roster (by drop id) when it is still stored: with it, a maintenance drop on
     Postgres is planned incrementally when that is exact (lib/incremental.py)."""
     now = now or utcnow()
     with engine.connect() as conn:
@@ -223,7 +225,7 @@ def _incremental_scope(
     conn: Connection,
     identity: IdentityResult,
     roster: Roster,
-    previous: Callable[[str], Roster | None] | None,
+    previous: Callable[[str], RosterFingerprint | None] | None,
     seen: ChangesSeen,
 ) -> Scope | None:
     """The part of the district this drop can change: the people whose rows differ from
@@ -235,9 +237,9 @@ def _incremental_scope(
     if base is None or base.plan_version != PLAN_VERSION:
         return None
     old = previous(base.drop_id)
-    if old is None or base.roster_digest is None or roster_digest(old) != base.roster_digest:
+    if old is None or base.roster_digest is None or old.digest() != base.roster_digest:
         return None
-    found = changed_people(roster, old)
+    found = changed_people(fingerprint(roster), old)
     if found is None:
         return None
     changed, counts = found

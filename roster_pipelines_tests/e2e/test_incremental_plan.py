@@ -113,11 +113,11 @@ def test_writes_outside_the_sync_join_the_scope_or_force_a_full_plan(
     assert _sync(third, settings, "d2b") == "applied"
     assert _plan_scope(settings, "d2b") is None
 
-    # The stored roster of the previous drop is not the one its run applied (its
-    # validation was run again): a full plan.
+    # The stored fingerprint of the previous drop is not that of the roster its run
+    # applied (its validation was run again): a full plan.
     stored = settings.state_dir / "stage_outputs" / "validated_roster"
     rerun = stage_files.load(stored / partition_key(DISTRICT, "d2b"))
-    rerun.people = rerun.people.slice(1)
+    rerun.fingerprint.tables["people"] = rerun.fingerprint.tables["people"].slice(1)
     stage_files.save(rerun, stored / partition_key(DISTRICT, "d2b"))
     assert _sync(third, settings, "d3") == "applied"
     assert _plan_scope(settings, "d3") is None
@@ -163,7 +163,7 @@ def test_the_verification_fails_a_plan_whose_scope_misses_a_change(
 
     monkeypatch.setattr(sync_lib, "scope_for", too_small)
     with pytest.raises(IncrementalMismatch, match="differs from the full plan"):
-        plan_drop(engine, identity, roster, previous=lambda drop: previous)
+        plan_drop(engine, identity, roster, previous=lambda drop: incremental.fingerprint(previous))
 
 
 @pytest.mark.parametrize("seed", [21, 31])

@@ -7,8 +7,8 @@ import dagster as dg
 import polars as pl
 
 from roster_pipelines.defs.sync.partitions import drops_partitions
-from roster_pipelines.defs.sync.resources import RosterStore, stage_outputs_root
-from roster_pipelines.lib import contracts, stage_files
+from roster_pipelines.defs.sync.resources import RosterStore, stored_fingerprint
+from roster_pipelines.lib import contracts
 from roster_pipelines.lib.canonical import Roster
 from roster_pipelines.lib.drops import (
     DropManifest,
@@ -18,6 +18,7 @@ from roster_pipelines.lib.drops import (
     verify_archive,
 )
 from roster_pipelines.lib.formats import get_adapter
+from roster_pipelines.lib.incremental import RosterFingerprint
 from roster_pipelines.lib.issues import counts_by_code, sample_messages
 from roster_pipelines.lib.notify.outbox import enqueue_report_email
 from roster_pipelines.lib.plan import SyncPlan
@@ -202,14 +203,12 @@ def sync_plan(
     """Desired minus current state, per type; guards decide apply or hold.
 
     A maintenance drop whose district holds exactly what its last applied drop left is
-    planned for the people it changes only (lib/incremental.py), against that drop's
-    validated roster as this run's storage kept it."""
+    planned for the people it changes only (lib/incremental.py), against the
+    fingerprint of that drop's validated roster as this run's storage kept it."""
     district, drop = split_partition_key(context.partition_key)
-    stored = stage_outputs_root(roster_store.settings()) / "validated_roster"
 
-    def previous(previous_drop: str) -> Roster | None:
-        folder = stored / partition_key(district, previous_drop)
-        return stage_files.load(folder) if (folder / stage_files.OBJECT).exists() else None
+    def previous(previous_drop: str) -> RosterFingerprint | None:
+        return stored_fingerprint(roster_store.settings(), partition_key(district, previous_drop))
 
     plan = plan_drop(
         roster_store.engine(), identity_resolution, validated_roster, previous=previous

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -14,12 +15,15 @@ import dagster as dg
 from pydantic import PrivateAttr
 from sqlalchemy import Engine
 
-from roster_pipelines.lib import stage_files
+from roster_pipelines.lib import contracts, stage_files
+from roster_pipelines.lib.canonical import Roster
 from roster_pipelines.lib.config import DEFAULT_FORMAT, Settings
 from roster_pipelines.lib.dropzones import DropZone, LocalZone
 from roster_pipelines.lib.dropzones.watch import WatchOptions
 from roster_pipelines.lib.formats import get_adapter
+from roster_pipelines.lib.incremental import RosterFingerprint, fingerprint
 from roster_pipelines.lib.store.engine import make_engine
+from roster_pipelines.lib.sync import IdentityResult
 
 
 @cache
@@ -51,6 +55,7 @@ class RosterStore(dg.ConfigurableResource):
 
 
 PARSED_ROSTER = dg.AssetKey("parsed_roster")
+VALIDATED_ROSTER = dg.AssetKey("validated_roster")
 
 
 def stage_outputs_root(settings: Settings) -> Path:
@@ -64,6 +69,38 @@ class _ParsedFromArchive:
     reading of the archived drop (`raw_roster_files`), which is read again when a
     stage loads it from disk. The largest stage output (about 750 MB at a million
     people), written while validation runs, slowed it by a third on two cores."""
+
+
+@dataclass(frozen=True)
+class _ValidatedFromArchive:
+    """What is on disk for a validated roster: the contracts applied to the archived
+    drop's reading (validation is a function of the files), read again that way when a
+    stage loads it from disk; and its fingerprint, all the next drop's plan needs of
+    it (lib/incremental.py). The roster itself was 620 MB at a million people."""
+
+    fingerprint: RosterFingerprint
+
+
+def stored_fingerprint(settings: Settings, partition: str) -> RosterFingerprint | None:
+    """The fingerprint of a drop's validated roster, if its storage has one."""
+    folder = stage_outputs_root(settings).joinpath(*VALIDATED_ROSTER.path, partition)
+    if not (folder / stage_files.OBJECT).exists():
+        return None
+    stored = stage_files.load(folder)
+    return stored.fingerprint if isinstance(stored, _ValidatedFromArchive) else None
+
+
+def _on_disk(asset: dg.AssetKey, obj: Any) -> Any:
+    """What is written for a stage's output: for the rosters a note instead; identity's
+    without the contact owners it read (a plan made from the stored result reads them
+    again, as the database has them then)."""
+    if asset == PARSED_ROSTER:
+        return _ParsedFromArchive()
+    if asset == VALIDATED_ROSTER and isinstance(obj, Roster):
+        return _ValidatedFromArchive(fingerprint(obj))
+    if isinstance(obj, IdentityResult) and obj.contact_owners is not None:
+        return dataclasses.replace(obj, contact_owners=None)
+    return obj
 
 
 @dataclass
@@ -107,10 +144,11 @@ class DropStorageIOManager(dg.ConfigurableIOManager):
 
     def _load(self, path: Path) -> Any:
         obj = stage_files.load(path)
-        if isinstance(obj, _ParsedFromArchive):
+        if isinstance(obj, _ParsedFromArchive | _ValidatedFromArchive):
             manifest = self.stored("raw_roster_files", path.name)
             landing = Settings.from_env(state_dir=self.state_dir or None).landing_root
-            return get_adapter(manifest.format)(manifest.folder(landing))
+            parsed = get_adapter(manifest.format)(manifest.folder(landing))
+            return parsed if isinstance(obj, _ParsedFromArchive) else contracts.validate(parsed)
         return obj
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
@@ -142,14 +180,13 @@ class DropStorageIOManager(dg.ConfigurableIOManager):
         self._finish_saves()
         self._handoff.pop(path, None)
         readers = _sync_readers().get(context.asset_key, 0)
-        on_disk = _ParsedFromArchive() if context.asset_key == PARSED_ROSTER else obj
         saved: Future[tuple[int, int] | None]
-        # Outside a run, for the last stage, or a note: written now.
-        if self._saver is None or not readers or on_disk is not obj:
+        # Outside a run, or for the last stage: written now.
+        if self._saver is None or not readers:
             saved = Future()
-            saved.set_result(_save(on_disk, path))
+            saved.set_result(_save(_on_disk(context.asset_key, obj), path))
         else:
-            saved = self._saver.submit(_save, obj, path)
+            saved = self._saver.submit(lambda: _save(_on_disk(context.asset_key, obj), path))
             self._saving[path] = saved
         if readers:
             self._handoff[path] = _Handoff(obj, saved, readers)
