@@ -656,33 +656,38 @@ def _similar_candidates(
     """same_name_phone and same_name_dob pairs among the district's people and accounts
     (`first_rows`: the drop's people, one row each; `district_people`: accounts with
     their phones, as `_read_district` reads them)."""
+    # Entities as integers, cheaper to join and group than text: an account's id, or
+    # for a person whose account this drop creates, minus one minus their row.
     drop_people = (
         first_rows.select("person_key", "role", "first_name", "last_name", "dob")
         .join(identities.select("person_key", "account_id"), on="person_key")
-        .with_columns(entity=_entity(pl.col("account_id"), pl.col("person_key")))
+        .with_row_index("n")
+        .with_columns(entity=pl.coalesce("account_id", -1 - pl.col("n").cast(pl.Int64)))
     )
+    new_people = drop_people.filter(pl.col("account_id").is_null()).select("entity", "person_key")
     roles = drop_people.group_by("entity").agg(roles=pl.col("role").unique())
-    district_people = district_people.with_columns(
-        entity=_entity(pl.col("id"), pl.lit(None, pl.String))
-    )
-    # Most of the drop's people are the district's accounts under the same names: drop
-    # the repeats before normalising (the costly part), then the repeats it makes.
-    names = (
-        pl.concat(
-            [
-                drop_people.select(
-                    "entity",
-                    "first_name",
-                    "last_name",
-                    dob=pl.when(pl.col("role") == ROLE_STUDENT).then(pl.col("dob")),
-                ),
-                district_people.select("entity", "first_name", "last_name", "dob"),
-            ]
-        )
+    spellings = pl.concat(
+        [
+            drop_people.select(
+                "entity",
+                "first_name",
+                "last_name",
+                dob=pl.when(pl.col("role") == ROLE_STUDENT).then(pl.col("dob")),
+            ),
+            district_people.select("first_name", "last_name", "dob", entity="id"),
+        ],
+        how="diagonal",
+    ).unique()
+    # Most of the drop's people are the district's accounts under the same names, and
+    # names repeat: normalised once per distinct name (the costly part).
+    normalised = (
+        spellings.select("first_name", "last_name")
         .unique()
-        .select(
-            "entity", name=normalised_name(pl.col("first_name"), pl.col("last_name")), dob="dob"
-        )
+        .with_columns(name=normalised_name(pl.col("first_name"), pl.col("last_name")))
+    )
+    names = (
+        spellings.join(normalised, on=["first_name", "last_name"], nulls_equal=True)
+        .select("entity", "name", "dob")
         .filter(pl.col("name") != "")
         .unique()
     )
@@ -691,8 +696,9 @@ def _similar_candidates(
             roster.contacts.filter(pl.col("kind") == CONTACT_PHONE)
             .join(drop_people.select("person_key", "entity"), on="person_key")
             .select("entity", phone="value"),
-            district_people.filter(pl.col("phone").is_not_null()).select("entity", "phone"),
-        ]
+            district_people.filter(pl.col("phone").is_not_null()).select("phone", entity="id"),
+        ],
+        how="diagonal",
     ).unique()
     keyed = pl.concat(
         [
@@ -731,16 +737,18 @@ def _similar_candidates(
             | pl.col("other_roles").is_null()
             | (pl.col("roles").list.set_intersection("other_roles").list.len() == 0)
         )
+        .join(new_people, on="entity", how="left")
+        .join(
+            new_people.select(other="entity", other_person_key="person_key"),
+            on="other",
+            how="left",
+        )
     )
-
-    def side(col: str, prefix: str) -> pl.Expr:
-        return pl.when(pl.col(col).str.starts_with(prefix)).then(pl.col(col).str.slice(2))
-
     return pairs.select(
-        account_id=side("entity", "a:").cast(pl.Int64),
-        person_key=side("entity", "p:"),
-        other_account_id=side("other", "a:").cast(pl.Int64),
-        other_person_key=side("other", "p:"),
+        account_id=pl.when(pl.col("entity") >= 0).then(pl.col("entity")),
+        person_key="person_key",
+        other_account_id=pl.when(pl.col("other") >= 0).then(pl.col("other")),
+        other_person_key="other_person_key",
         reason="reason",
         detail="detail",
     )
