@@ -85,9 +85,11 @@ class IdentityResult:
     # Merge candidates the drop revealed (lib.identity.CANDIDATES_SCHEMA); also stored
     # in the merge_candidates table with last_drop_id = the drop (identity.drop_candidates).
     candidates: pl.DataFrame = field(default_factory=pl.DataFrame)
-    # The accounts owning the drop's contact points, as identity read them (the plan
-    # reuses them; None: read them again).
+    # The accounts owning the drop's contact points, and the contact points of the
+    # district's linked accounts, as identity read them (the plan reuses both; None:
+    # read them again).
     contact_owners: pl.DataFrame | None = None
+    district_contacts: pl.DataFrame | None = None
 
 
 @dataclass
@@ -145,6 +147,7 @@ def resolve_drop(
         decision_counts(resolution.identities, resolution.candidates),
         resolution.candidates,
         resolution.contact_owners,
+        resolution.district_contacts,
     )
 
 
@@ -177,7 +180,7 @@ def plan_drop(
         # Read before the state: writes committed later are for the next drop.
         seen = changes_seen(conn, identity.district_id)
         # The tables read whole either way are read while the scope is worked out.
-        whole = start_whole_reads(conn, identity.district_id)
+        whole = start_whole_reads(conn, identity.district_id, known=_read_by_identity(identity))
         scope = _incremental_scope(conn, identity, roster, previous, seen)
         plan = _plan(conn, identity, roster, now, scope, whole)
         if scope is not None and os.environ.get(VERIFY_INCREMENTAL_ENV):
@@ -207,6 +210,7 @@ def _plan(
         bulk=True,
         accounts_in_scope=scope.accounts if scope is not None else None,
         whole=whole,
+        known=_read_by_identity(identity),
     )
     owners = identity.contact_owners
     if owners is None:
@@ -219,6 +223,11 @@ def _plan(
     return build_plan(
         roster, identity.identities, current, owners, thresholds=thresholds, now=now, scope=scope
     )
+
+
+def _read_by_identity(identity: IdentityResult) -> dict[str, pl.DataFrame | None]:
+    # (An identity result stored before it kept the district's contacts has none.)
+    return {"contacts": getattr(identity, "district_contacts", None)}
 
 
 def _incremental_scope(

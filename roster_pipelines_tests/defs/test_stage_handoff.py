@@ -75,9 +75,11 @@ def test_a_sync_run_reads_no_stage_output_back_from_disk(
     validated = real_load(root / "validated_roster" / manifest.partition_key)
     people = validated.fingerprint.tables["people"]
     assert people.height == sum(run.outcome.counts[r] for r in ("teachers", "students", "parents"))
-    # Identity's result without the contact owners (a plan made from it reads them).
+    # Identity's result without the contact points and owners it read (a plan made from
+    # it reads them).
     identity = real_load(root / "identity_resolution" / manifest.partition_key)
-    assert identity.identities.height == people.height and identity.contact_owners is None
+    assert identity.identities.height == people.height
+    assert identity.contact_owners is None and identity.district_contacts is None
 
 
 def test_an_output_is_read_from_disk_once_every_reader_had_it_or_it_was_rewritten(

@@ -92,14 +92,14 @@ def stored_fingerprint(settings: Settings, partition: str) -> RosterFingerprint 
 
 def _on_disk(asset: dg.AssetKey, obj: Any) -> Any:
     """What is written for a stage's output: for the rosters a note instead; identity's
-    without the contact owners it read (a plan made from the stored result reads them
-    again, as the database has them then)."""
+    without the contact points and owners it read (a plan made from the stored result
+    reads them again, as the database has them then)."""
     if asset == PARSED_ROSTER:
         return _ParsedFromArchive()
     if asset == VALIDATED_ROSTER and isinstance(obj, Roster):
         return _ValidatedFromArchive(fingerprint(obj))
-    if isinstance(obj, IdentityResult) and obj.contact_owners is not None:
-        return dataclasses.replace(obj, contact_owners=None)
+    if isinstance(obj, IdentityResult):
+        return dataclasses.replace(obj, contact_owners=None, district_contacts=None)
     return obj
 
 

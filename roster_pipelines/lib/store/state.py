@@ -156,13 +156,19 @@ class WholeReads:
     frames: Future[dict[str, pl.DataFrame]]
 
 
-def start_whole_reads(conn: Connection, district_id: int) -> WholeReads | None:
+def start_whole_reads(
+    conn: Connection, district_id: int, known: dict[str, pl.DataFrame | None] | None = None
+) -> WholeReads | None:
     """Start reading `WHOLE_TABLES` (Postgres, through their own connection: committed
-    data) while the caller works out what else to read; None on SQLite."""
+    data) while the caller works out what else to read, except those `known` holds
+    already; None on SQLite."""
     if not is_postgres(conn):
         return None
     last = latest_run(conn, district_id)
-    queries = {k: q for k, q in _state_queries(district_id).items() if k in WHOLE_TABLES}
+    skip = _known(known)
+    queries = {
+        k: q for k, q in _state_queries(district_id).items() if k in WHOLE_TABLES and k not in skip
+    }
     return WholeReads(last, in_background(read_many, conn, queries, workers=1))
 
 
@@ -174,6 +180,7 @@ def load_current_state(
     bulk: bool = False,
     accounts_in_scope: pl.Series | None = None,
     whole: WholeReads | None = None,
+    known: dict[str, pl.DataFrame | None] | None = None,
 ) -> CurrentState:
     """Read the district's rows; `extra_account_ids` adds accounts matched by contact.
 
@@ -189,12 +196,14 @@ def load_current_state(
     act on stale state.
 
     `whole` (from `start_whole_reads`) holds the reads of `WHOLE_TABLES` already under
-    way, and the latest run read before they started.
+    way, and the latest run read before they started. `known` gives tables already read
+    by the same query (identity reads the district's contact points; None: read here).
     """
     # The run the state reflects is read first: a drop applied while the tables are
     # read makes the plan stale, and the apply step refuses it.
     last = whole.last if whole is not None else latest_run(conn, district_id)
-    queries = _state_queries(district_id)
+    skip = _known(known)
+    queries = {k: q for k, q in _state_queries(district_id).items() if k not in skip}
     totals = None
     if accounts_in_scope is not None:
         queries |= _scoped_queries(district_id, accounts_in_scope)
@@ -206,6 +215,7 @@ def load_current_state(
         read = {name: read_frame(conn, stmt, schema) for name, (stmt, schema) in queries.items()}
     if whole is not None:
         read |= whole.frames.result()
+    read |= skip
     if accounts_in_scope is not None:
         totals = {kind: int(read.pop(f"total_{kind}")["n"][0]) for kind in _TOTALS}
     # Accounts matched by contact and not yet linked are fetched by id (few). A scoped
@@ -258,6 +268,10 @@ def load_current_state(
         last_run_id=last.id if last else None,
         totals=totals,
     )
+
+
+def _known(known: dict[str, pl.DataFrame | None] | None) -> dict[str, pl.DataFrame]:
+    return {k: frame for k, frame in (known or {}).items() if frame is not None}
 
 
 def _ids_in(ids: pl.Series) -> Any:
