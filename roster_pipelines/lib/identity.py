@@ -55,18 +55,19 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import polars as pl
-from sqlalchemy import Connection, insert, select, text, update
+from sqlalchemy import Connection, Engine, insert, select, text, update
 
 from roster_pipelines.lib.background import in_background
 from roster_pipelines.lib.canonical import CONTACT_EMAIL, CONTACT_PHONE, ROLE_STUDENT, Roster
 from roster_pipelines.lib.store.frames import chunks, copy_out, is_postgres, read_many
 from roster_pipelines.lib.store.models import MergeCandidate
-from roster_pipelines.lib.store.state import CONTACTS_SCHEMA
+from roster_pipelines.lib.store.state import CONTACTS_SCHEMA, latest_run
 
 ALREADY_LINKED = "already_linked"
 LINKED = "linked"
@@ -135,6 +136,8 @@ class Resolution:
     # state.CONTACTS_SCHEMA: the contact points of the district's SIS-linked accounts,
     # which the plan reads too (planned whole: one read of a million rows, not two).
     district_contacts: pl.DataFrame | None = None
+    # The district's latest applied run when the database was read (0: none yet).
+    base_run_id: int | None = None
 
 
 # --- reading the database set-based --------------------------------------------------
@@ -292,42 +295,94 @@ _DISTRICT_CONTACTS_SQL = (
 )
 
 
-def _read_district(
-    conn: Connection, district_id: int
-) -> tuple[dict[str, pl.DataFrame], Callable[[], pl.DataFrame]]:
-    """The district's SIS links (each with its surviving account: tombstones followed),
-    its linked accounts' contact points (`contacts`) and their owners (`owners`); and,
-    as a callable
-    that returns it, its people's accounts and phones (for the similar-people
-    candidates, the last thing identity needs).
+# The district's accounts (members of its organisations or ever SIS-linked in it), each
+# with its phones (one row per phone; null when it has none): one query, where an
+# accounts read and a phones read each worked out the same million account ids.
+_ORG_PEOPLE_SQL = """
+SELECT a.id, a.first_name, a.last_name, a.dob, cp.value FROM accounts a
+LEFT JOIN contact_points cp ON cp.account_id = a.id AND cp.kind = 'phone'
+WHERE a.merged_into_id IS NULL AND a.id IN (
+    SELECT om.account_id FROM org_memberships om
+    JOIN organisations o ON o.id = om.org_id
+    WHERE om.active AND (o.id = :d OR o.district_id = :d)
+    UNION
+    SELECT sl.account_id FROM sis_links sl WHERE sl.district_id = :d
+)
+"""
 
-    On Postgres the people are read in a thread of their own while the rest is read
-    and the decisions are made (about 1.5 s less at a million people on two cores),
-    and the other reads run two at a time (`frames.read_many`); each through its own
-    ADBC connection, committed data only."""
-    queries = {
-        "contacts": (_DISTRICT_CONTACTS_SQL, CONTACTS_SCHEMA),
-        "links": (_LINKS_SQL, _LINKS_SCHEMA),
-        "merged": (_MERGED_SQL, _MERGED_SCHEMA),
-    }
-    people_query = (_ORG_PEOPLE_SQL, _PEOPLE_SCHEMA)
+
+_DISTRICT_QUERIES = {
+    "contacts": (_DISTRICT_CONTACTS_SQL, CONTACTS_SCHEMA),
+    "links": (_LINKS_SQL, _LINKS_SCHEMA),
+    "merged": (_MERGED_SQL, _MERGED_SCHEMA),
+}
+_PEOPLE_QUERY = (_ORG_PEOPLE_SQL, _PEOPLE_SCHEMA)
+
+
+@dataclass
+class DistrictReads:
+    """Identity's reads of a district under way in threads of their own, and the
+    district's latest applied run as they began (0: none yet)."""
+
+    district_id: int
+    base_run_id: int
+    frames: Future[dict[str, pl.DataFrame]]
+    people: Future[pl.DataFrame]
+
+
+def start_district_reads(engine: Engine, district_id: int) -> DistrictReads | None:
+    """Start identity's reads of the district on Postgres (None on SQLite): its SIS
+    links, its linked accounts' contact points, the merged accounts and, in a thread of
+    its own, its people's accounts and phones (the similar-people candidates need them
+    last). They need nothing of the drop, so the sync starts them before it parses the
+    drop and the database answers them meanwhile. Each read has its own ADBC connection
+    (`frames.read_many`): committed data only."""
+    if engine.dialect.name != "postgresql":
+        return None
+    d = str(int(district_id))
+
+    def bound(sql: str, schema: dict) -> tuple[Any, dict]:
+        return text(sql.replace(":d", d)), schema
+
+    def read(queries: dict[str, tuple[Any, dict]], workers: int) -> dict[str, pl.DataFrame]:
+        with engine.connect() as conn:
+            return read_many(conn, queries, workers=workers)
+
+    with engine.connect() as conn:
+        base_run_id = _base_run_id(conn, district_id)
+    people = in_background(lambda: read({"people": bound(*_PEOPLE_QUERY)}, 1)["people"])
+    frames = in_background(read, {name: bound(*q) for name, q in _DISTRICT_QUERIES.items()}, 2)
+    return DistrictReads(district_id, base_run_id, frames, people)
+
+
+def _base_run_id(conn: Connection, district_id: int) -> int:
+    last = latest_run(conn, district_id)
+    return last.id if last is not None else 0
+
+
+def _read_district(
+    conn: Connection, district_id: int, started: DistrictReads | None
+) -> tuple[dict[str, pl.DataFrame], Callable[[], pl.DataFrame], int]:
+    """The district's SIS links (each with its surviving account: tombstones followed),
+    its linked accounts' contact points (`contacts`) and their owners (`owners`); as a
+    callable that returns it, its people's accounts and phones; and the latest applied
+    run the reads reflect. On Postgres from `started` (`start_district_reads`), or
+    started now."""
     if not is_postgres(conn):
+        base_run_id = _base_run_id(conn, district_id)
         read = {
             name: query_frame(conn, sql, schema, {"d": district_id})
-            for name, (sql, schema) in queries.items()
+            for name, (sql, schema) in _DISTRICT_QUERIES.items()
         }
-        people_later = partial(query_frame, conn, *people_query, {"d": district_id})
+        people_later = partial(query_frame, conn, *_PEOPLE_QUERY, {"d": district_id})
     else:
-        d = str(int(district_id))
-
-        def bound(sql: str, schema: dict) -> tuple[Any, dict]:
-            return text(sql.replace(":d", d)), schema
-
-        people = in_background(
-            lambda: read_many(conn, {"people": bound(*people_query)}, workers=1)["people"]
+        started = started or start_district_reads(conn.engine, district_id)
+        assert started is not None
+        base_run_id, read, people_later = (
+            started.base_run_id,
+            dict(started.frames.result()),
+            started.people.result,
         )
-        read = read_many(conn, {name: bound(*q) for name, q in queries.items()})
-        people_later = people.result
     merged = read.pop("merged")
     read["owners"] = (
         read["contacts"]
@@ -349,7 +404,7 @@ def _read_district(
             account_id=pl.coalesce("merged_into_id", "account_id"),
         )
     )
-    return read, people_later
+    return read, people_later, base_run_id
 
 
 def _linked_elsewhere(conn: Connection, district_id: int, account_ids: pl.Series) -> pl.Series:
@@ -378,12 +433,15 @@ def _first_rows(roster: Roster) -> pl.DataFrame:
     return roster.people.unique("person_key", keep="first", maintain_order=True)
 
 
-def resolve_identities(conn: Connection, district_id: int, roster: Roster) -> Resolution:
+def resolve_identities(
+    conn: Connection, district_id: int, roster: Roster, started: DistrictReads | None = None
+) -> Resolution:
     """Every person of the drop with its account (null when one must be created), the
-    decision and its reason; plus the merge candidates the drop reveals."""
+    decision and its reason; plus the merge candidates the drop reveals. `started`: the
+    district's reads, if the caller started them (`start_district_reads`)."""
     first_rows = _first_rows(roster)
     people = first_rows.select("person_key", "role", "sis_id", "src_file", "src_row")
-    read, district_people = _read_district(conn, district_id)
+    read, district_people, base_run_id = _read_district(conn, district_id, started)
     links = read["links"]
     contacts = roster.contacts.select("person_key", "kind", "value")
     owners = _owners(conn, contacts, read["owners"])
@@ -621,6 +679,7 @@ def resolve_identities(conn: Connection, district_id: int, roster: Roster) -> Re
         candidates=candidates,
         contact_owners=owners,
         district_contacts=read["contacts"],
+        base_run_id=base_run_id,
     )
 
 
@@ -639,22 +698,6 @@ def normalised_name(first: pl.Expr, last: pl.Expr) -> pl.Expr:
         .str.replace_all(r"[^\p{L}\p{N}]+", " ")
         .str.strip_chars()
     )
-
-
-# The district's accounts (members of its organisations or ever SIS-linked in it), each
-# with its phones (one row per phone; null when it has none): one query, where an
-# accounts read and a phones read each worked out the same million account ids.
-_ORG_PEOPLE_SQL = """
-SELECT a.id, a.first_name, a.last_name, a.dob, cp.value FROM accounts a
-LEFT JOIN contact_points cp ON cp.account_id = a.id AND cp.kind = 'phone'
-WHERE a.merged_into_id IS NULL AND a.id IN (
-    SELECT om.account_id FROM org_memberships om
-    JOIN organisations o ON o.id = om.org_id
-    WHERE om.active AND (o.id = :d OR o.district_id = :d)
-    UNION
-    SELECT sl.account_id FROM sis_links sl WHERE sl.district_id = :d
-)
-"""
 
 
 def _entity(account: pl.Expr, person: pl.Expr) -> pl.Expr:

@@ -19,10 +19,12 @@ from sqlalchemy import Connection, Engine, select
 from roster_pipelines.lib.canonical import Roster
 from roster_pipelines.lib.drops import DropManifest
 from roster_pipelines.lib.identity import (
+    DistrictReads,
     contact_owners,
     decision_counts,
     record_candidates,
     resolve_identities,
+    start_district_reads,
 )
 from roster_pipelines.lib.incremental import (
     PLAN_VERSION,
@@ -58,6 +60,7 @@ from roster_pipelines.lib.store.models import DistrictSettings, SisLink
 from roster_pipelines.lib.store.state import (
     RunRef,
     WholeReads,
+    find_district,
     get_or_create_district,
     latest_run,
     load_current_state,
@@ -90,6 +93,9 @@ class IdentityResult:
     # read them again).
     contact_owners: pl.DataFrame | None = None
     district_contacts: pl.DataFrame | None = None
+    # The district's latest applied run when identity read the database (0: none yet;
+    # None: not recorded). The plan must be made against the same run.
+    base_run_id: int | None = None
 
 
 @dataclass
@@ -133,13 +139,21 @@ def zero_changes() -> dict[str, int]:
 
 
 def resolve_drop(
-    engine: Engine, district: str, roster: Roster, *, drop: str | None = None
+    engine: Engine,
+    district: str,
+    roster: Roster,
+    *,
+    drop: str | None = None,
+    started: DistrictReads | None = None,
 ) -> IdentityResult:
     """Register the district on its first drop, then resolve every person's account and
-    record the merge candidates the drop reveals (tied to the drop by `drop`)."""
+    record the merge candidates the drop reveals (tied to the drop by `drop`).
+    `started`: the district's reads, started earlier (`start_identity_reads`)."""
     with engine.begin() as conn:
         district_id = get_or_create_district(conn, district)
-        resolution = resolve_identities(conn, district_id, roster)
+        if started is not None and started.district_id != district_id:
+            started = None
+        resolution = resolve_identities(conn, district_id, roster, started)
         record_candidates(conn, district_id, drop, resolution.candidates)
     return IdentityResult(
         district_id,
@@ -148,7 +162,16 @@ def resolve_drop(
         resolution.candidates,
         resolution.contact_owners,
         resolution.district_contacts,
+        resolution.base_run_id,
     )
+
+
+def start_identity_reads(engine: Engine, district: str) -> DistrictReads | None:
+    """Identity's reads of an existing district, started now (Postgres; None on SQLite
+    or for a new district): the job starts them before it parses the drop."""
+    with engine.connect() as conn:
+        district_id = find_district(conn, district)
+    return None if district_id is None else start_district_reads(engine, district_id)
 
 
 # "off" plans every drop in full (the incremental plan's switch for operators).
@@ -181,6 +204,7 @@ def plan_drop(
         seen = changes_seen(conn, identity.district_id)
         # The tables read whole either way are read while the scope is worked out.
         whole = start_whole_reads(conn, identity.district_id, known=_read_by_identity(identity))
+        _check_identity_is_current(conn, identity, whole)
         scope = _incremental_scope(conn, identity, roster, previous, seen)
         plan = _plan(conn, identity, roster, now, scope, whole)
         if scope is not None and os.environ.get(VERIFY_INCREMENTAL_ENV):
@@ -223,6 +247,23 @@ def _plan(
     return build_plan(
         roster, identity.identities, current, owners, thresholds=thresholds, now=now, scope=scope
     )
+
+
+def _check_identity_is_current(
+    conn: Connection, identity: IdentityResult, whole: WholeReads | None
+) -> None:
+    """The plan reads the database after identity did: a drop of the district applied in
+    between (it may have linked or made the accounts identity matched) makes identity's
+    result stale, and a plan made from it could create an account twice."""
+    matched = getattr(identity, "base_run_id", None)  # (None: stored before it was kept)
+    if matched is None:
+        return
+    latest = whole.last if whole is not None else latest_run(conn, identity.district_id)
+    if (latest.id if latest else 0) != matched:
+        raise StalePlan(
+            f"drop {latest.drop_id if latest else '?'} of the district was applied after this "
+            "drop's people were matched to accounts; run this drop again"
+        )
 
 
 def _read_by_identity(identity: IdentityResult) -> dict[str, pl.DataFrame | None]:

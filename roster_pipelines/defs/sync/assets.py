@@ -94,6 +94,8 @@ def parsed_roster(
     context: dg.AssetExecutionContext, roster_store: RosterStore, raw_roster_files: DropManifest
 ) -> Roster:
     """The drop in canonical tables, through its format's adapter."""
+    # Identity's reads need nothing of the drop: the database answers them meanwhile.
+    roster_store.start_identity_reads(raw_roster_files.district)
     folder = raw_roster_files.folder(roster_store.settings().landing_root)
     roster = get_adapter(raw_roster_files.format)(folder)
     context.add_output_metadata(
@@ -188,6 +190,7 @@ def identity_resolution(
         raw_roster_files.district,
         validated_roster,
         drop=raw_roster_files.drop,
+        started=roster_store.take_identity_reads(raw_roster_files.district),
     )
     context.add_output_metadata({**result.decisions, "people": result.identities.height})
     return result
