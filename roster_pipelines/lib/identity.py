@@ -129,7 +129,8 @@ _LINKS_SCHEMA = {
 @dataclass
 class Resolution:
     identities: pl.DataFrame  # IDENTITY_SCHEMA, one row per person of the drop
-    candidates: pl.DataFrame  # CANDIDATES_SCHEMA, one row per pair
+    # CANDIDATES_SCHEMA, one row per pair; None when asked for later (`later_candidates`).
+    candidates: pl.DataFrame | None
     # OWNERS_SCHEMA: the app accounts owning the drop's contact points (the plan uses
     # them too, so the database is asked once per drop).
     contact_owners: pl.DataFrame
@@ -138,6 +139,9 @@ class Resolution:
     district_contacts: pl.DataFrame | None = None
     # The district's latest applied run when the database was read (0: none yet).
     base_run_id: int | None = None
+    # Works out `candidates` when they were asked for later (the similar-people scan
+    # is a third of identity's time and nothing but the report needs its result).
+    later_candidates: Callable[[], pl.DataFrame] | None = None
 
 
 # --- reading the database set-based --------------------------------------------------
@@ -434,11 +438,17 @@ def _first_rows(roster: Roster) -> pl.DataFrame:
 
 
 def resolve_identities(
-    conn: Connection, district_id: int, roster: Roster, started: DistrictReads | None = None
+    conn: Connection,
+    district_id: int,
+    roster: Roster,
+    started: DistrictReads | None = None,
+    *,
+    candidates_later: bool = False,
 ) -> Resolution:
     """Every person of the drop with its account (null when one must be created), the
-    decision and its reason; plus the merge candidates the drop reveals. `started`: the
-    district's reads, if the caller started them (`start_district_reads`)."""
+    decision and its reason; plus the merge candidates the drop reveals, or with
+    `candidates_later` a function that works them out. `started`: the district's reads,
+    if the caller started them (`start_district_reads`)."""
     first_rows = _first_rows(roster)
     people = first_rows.select("person_key", "role", "sis_id", "src_file", "src_row")
     read, district_people, base_run_id = _read_district(conn, district_id, started)
@@ -664,22 +674,26 @@ def resolve_identities(
         reason=pl.lit(CONTACT_CONFLICT),
         detail="detail",
     )
-    similar = _similar_candidates(roster, first_rows, identities, district_people())
-    candidates = _finish_candidates(
-        pl.concat(
-            [
-                contact_candidates.cast({"account_id": pl.Int64, "other_account_id": pl.Int64}),
-                similar,
-            ],
-            how="vertical_relaxed",
+
+    def all_candidates() -> pl.DataFrame:
+        similar = _similar_candidates(roster, first_rows, identities, district_people())
+        return _finish_candidates(
+            pl.concat(
+                [
+                    contact_candidates.cast({"account_id": pl.Int64, "other_account_id": pl.Int64}),
+                    similar,
+                ],
+                how="vertical_relaxed",
+            )
         )
-    )
+
     return Resolution(
         identities=identities,
-        candidates=candidates,
+        candidates=None if candidates_later else all_candidates(),
         contact_owners=owners,
         district_contacts=read["contacts"],
         base_run_id=base_run_id,
+        later_candidates=all_candidates if candidates_later else None,
     )
 
 

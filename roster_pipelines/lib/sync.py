@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from concurrent.futures import Future
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import polars as pl
 from sqlalchemy import Connection, Engine, select
 
+from roster_pipelines.lib.background import in_background
 from roster_pipelines.lib.canonical import Roster
 from roster_pipelines.lib.drops import DropManifest
 from roster_pipelines.lib.identity import (
@@ -96,6 +98,22 @@ class IdentityResult:
     # The district's latest applied run when identity read the database (0: none yet;
     # None: not recorded). The plan must be made against the same run.
     base_run_id: int | None = None
+    # The merge candidates, still being worked out and recorded in a thread of their own
+    # (`decisions` has no "candidates" count yet): `settled()` waits for them.
+    pending: Future[pl.DataFrame] | None = None
+
+    def settled(self) -> IdentityResult:
+        """This result with its merge candidates (waiting for them if need be)."""
+        pending = getattr(self, "pending", None)  # (None: stored before it was kept)
+        if pending is None:
+            return self
+        candidates = pending.result()
+        return replace(
+            self,
+            candidates=candidates,
+            decisions=decision_counts(self.identities, candidates),
+            pending=None,
+        )
 
 
 @dataclass
@@ -145,25 +163,48 @@ def resolve_drop(
     *,
     drop: str | None = None,
     started: DistrictReads | None = None,
+    candidates_in_background: bool = False,
 ) -> IdentityResult:
     """Register the district on its first drop, then resolve every person's account and
     record the merge candidates the drop reveals (tied to the drop by `drop`).
-    `started`: the district's reads, started earlier (`start_identity_reads`)."""
+    `started`: the district's reads, started earlier (`start_identity_reads`).
+
+    `candidates_in_background` (Postgres): the merge candidates are worked out and
+    recorded in a thread of their own, in their own transaction, while the caller goes
+    on to plan the drop; `IdentityResult.settled()` waits for them."""
+    later = candidates_in_background and engine.dialect.name == "postgresql"
     with engine.begin() as conn:
         district_id = get_or_create_district(conn, district)
         if started is not None and started.district_id != district_id:
             started = None
-        resolution = resolve_identities(conn, district_id, roster, started)
-        record_candidates(conn, district_id, drop, resolution.candidates)
-    return IdentityResult(
+        resolution = resolve_identities(conn, district_id, roster, started, candidates_later=later)
+        if resolution.candidates is not None:
+            record_candidates(conn, district_id, drop, resolution.candidates)
+    result = IdentityResult(
         district_id,
         resolution.identities,
         decision_counts(resolution.identities, resolution.candidates),
-        resolution.candidates,
-        resolution.contact_owners,
-        resolution.district_contacts,
-        resolution.base_run_id,
+        contact_owners=resolution.contact_owners,
+        district_contacts=resolution.district_contacts,
+        base_run_id=resolution.base_run_id,
     )
+    if resolution.candidates is not None:
+        result.candidates = resolution.candidates
+    elif resolution.later_candidates is not None:
+        del result.decisions["candidates"]
+        result.pending = in_background(
+            _record_candidates_later, engine, district_id, drop, resolution.later_candidates
+        )
+    return result
+
+
+def _record_candidates_later(
+    engine: Engine, district_id: int, drop: str | None, work: Callable[[], pl.DataFrame]
+) -> pl.DataFrame:
+    candidates = work()
+    with engine.begin() as conn:
+        record_candidates(conn, district_id, drop, candidates)
+    return candidates
 
 
 def start_identity_reads(engine: Engine, district: str) -> DistrictReads | None:

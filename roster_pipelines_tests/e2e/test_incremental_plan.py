@@ -230,9 +230,9 @@ def test_identity_reads_started_before_parsing_are_those_identity_makes(
     used: list[object] = []
     real = identity_lib.resolve_identities
 
-    def spying(conn, district_id, roster, started=None):
+    def spying(conn, district_id, roster, started=None, **options):
         used.append(started)
-        return real(conn, district_id, roster, started)
+        return real(conn, district_id, roster, started, **options)
 
     monkeypatch.setattr(sync_lib, "resolve_identities", spying)
     assert _sync(second, settings, "d2") == "applied"

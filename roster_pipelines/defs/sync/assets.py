@@ -191,6 +191,8 @@ def identity_resolution(
         validated_roster,
         drop=raw_roster_files.drop,
         started=roster_store.take_identity_reads(raw_roster_files.district),
+        # Worked out while the drop is planned; the apply waits for them.
+        candidates_in_background=True,
     )
     context.add_output_metadata({**result.decisions, "people": result.identities.height})
     return result
@@ -263,9 +265,17 @@ def applied_sync(
         dry_run=config.dry_run,
         force=config.force,
         started_at=started_at,
-        decisions=identity_resolution.decisions,
+        decisions=identity_resolution.settled().decisions,
     )
-    yield dg.Output(outcome, metadata={"status": outcome.status, **outcome.changes})
+    yield dg.Output(
+        outcome,
+        metadata={
+            "status": outcome.status,
+            **outcome.changes,
+            # (Worked out while the drop was planned: not in identity's metadata.)
+            "merge_candidates": outcome.decisions.get("candidates", 0),
+        },
+    )
     yield dg.AssetCheckResult(
         check_name="applied_in_full",
         passed=outcome.status in ("applied", "dry_run"),

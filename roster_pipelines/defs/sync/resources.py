@@ -45,13 +45,9 @@ class RosterStore(dg.ConfigurableResource):
     drop_zone: str = ""
     # Identity's reads of a district, started by the first stage of a run, taken by
     # identity (one process runs every stage of a run: see `DropStorageIOManager`).
+    # One per district: a run that ended before identity leaves its reads to the next
+    # start. (No setup or teardown hooks: sensors use this resource outside a run.)
     _started_reads: dict[str, DistrictReads] = PrivateAttr(default_factory=dict)
-
-    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        self._started_reads = {}
-
-    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        self._started_reads.clear()  # a run that ended before identity
 
     def start_identity_reads(self, district: str) -> None:
         """Start identity's reads of the district (Postgres, an existing district), for
@@ -121,7 +117,7 @@ def _on_disk(asset: dg.AssetKey, obj: Any) -> Any:
     if asset == VALIDATED_ROSTER and isinstance(obj, Roster):
         return _ValidatedFromArchive(fingerprint(obj))
     if isinstance(obj, IdentityResult):
-        return dataclasses.replace(obj, contact_owners=None, district_contacts=None)
+        return dataclasses.replace(obj.settled(), contact_owners=None, district_contacts=None)
     return obj
 
 
