@@ -21,12 +21,10 @@ from roster_pipelines.lib.background import in_background
 from roster_pipelines.lib.canonical import Roster
 from roster_pipelines.lib.drops import DropManifest
 from roster_pipelines.lib.identity import (
-    DistrictReads,
     contact_owners,
     decision_counts,
     record_candidates,
     resolve_identities,
-    start_district_reads,
 )
 from roster_pipelines.lib.incremental import (
     PLAN_VERSION,
@@ -62,7 +60,6 @@ from roster_pipelines.lib.store.models import DistrictSettings, SisLink
 from roster_pipelines.lib.store.state import (
     RunRef,
     WholeReads,
-    find_district,
     get_or_create_district,
     latest_run,
     load_current_state,
@@ -162,12 +159,10 @@ def resolve_drop(
     roster: Roster,
     *,
     drop: str | None = None,
-    started: DistrictReads | None = None,
     candidates_in_background: bool = False,
 ) -> IdentityResult:
     """Register the district on its first drop, then resolve every person's account and
     record the merge candidates the drop reveals (tied to the drop by `drop`).
-    `started`: the district's reads, started earlier (`start_identity_reads`).
 
     `candidates_in_background` (Postgres): the merge candidates are worked out and
     recorded in a thread of their own, in their own transaction, while the caller goes
@@ -175,9 +170,7 @@ def resolve_drop(
     later = candidates_in_background and engine.dialect.name == "postgresql"
     with engine.begin() as conn:
         district_id = get_or_create_district(conn, district)
-        if started is not None and started.district_id != district_id:
-            started = None
-        resolution = resolve_identities(conn, district_id, roster, started, candidates_later=later)
+        resolution = resolve_identities(conn, district_id, roster, candidates_later=later)
         if resolution.candidates is not None:
             record_candidates(conn, district_id, drop, resolution.candidates)
     result = IdentityResult(
@@ -205,14 +198,6 @@ def _record_candidates_later(
     with engine.begin() as conn:
         record_candidates(conn, district_id, drop, candidates)
     return candidates
-
-
-def start_identity_reads(engine: Engine, district: str) -> DistrictReads | None:
-    """Identity's reads of an existing district, started now (Postgres; None on SQLite
-    or for a new district): the job starts them before it parses the drop."""
-    with engine.connect() as conn:
-        district_id = find_district(conn, district)
-    return None if district_id is None else start_district_reads(engine, district_id)
 
 
 # "off" plans every drop in full (the incremental plan's switch for operators).

@@ -18,7 +18,6 @@ import sqlalchemy as sa
 from roster_pipelines.cli import sync_folder
 from roster_pipelines.defs.sync.resources import DropStorageIOManager
 from roster_pipelines.lib import admin, contracts, incremental, stage_files
-from roster_pipelines.lib import identity as identity_lib
 from roster_pipelines.lib import operations as ops
 from roster_pipelines.lib import sync as sync_lib
 from roster_pipelines.lib.config import DEFAULT_FORMAT, Settings
@@ -217,37 +216,6 @@ def test_a_newcomer_linked_to_another_district_s_account_is_planned_incrementall
             )
         ).scalars()
         assert len(set(accounts)) == 1  # the newcomer has the other district's account
-
-
-def test_identity_reads_started_before_parsing_are_those_identity_makes(
-    tmp_path: Path, pg_url: str, drops: tuple[Path, Path, Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The job starts identity's reads of the district before it parses the drop;
-    identity then uses them, with the same result as reading for itself."""
-    initial, second, _ = drops
-    settings = _settings(tmp_path, pg_url)
-    _sync(initial, settings, "d1")
-    used: list[object] = []
-    real = identity_lib.resolve_identities
-
-    def spying(conn, district_id, roster, started=None, **options):
-        used.append(started)
-        return real(conn, district_id, roster, started, **options)
-
-    monkeypatch.setattr(sync_lib, "resolve_identities", spying)
-    assert _sync(second, settings, "d2") == "applied"
-    assert len(used) == 1 and isinstance(used[0], identity_lib.DistrictReads)
-
-    engine = make_engine(pg_url)
-    roster = contracts.validate(get_adapter(DEFAULT_FORMAT)(second))
-    started = sync_lib.start_identity_reads(engine, DISTRICT)
-    assert started is not None
-    ahead = resolve_drop(engine, DISTRICT, roster, drop="d3", started=started)
-    now = resolve_drop(engine, DISTRICT, roster, drop="d3")
-    assert ahead.identities.equals(now.identities)
-    assert ahead.candidates.equals(now.candidates)
-    assert ahead.district_contacts.sort("id").equals(now.district_contacts.sort("id"))
-    assert ahead.base_run_id == now.base_run_id > 0
 
 
 def test_a_drop_applied_between_identity_and_plan_makes_the_plan_stale(

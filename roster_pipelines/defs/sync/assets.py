@@ -94,8 +94,6 @@ def parsed_roster(
     context: dg.AssetExecutionContext, roster_store: RosterStore, raw_roster_files: DropManifest
 ) -> Roster:
     """The drop in canonical tables, through its format's adapter."""
-    # Identity's reads need nothing of the drop: the database answers them meanwhile.
-    roster_store.start_identity_reads(raw_roster_files.district)
     folder = raw_roster_files.folder(roster_store.settings().landing_root)
     roster = get_adapter(raw_roster_files.format)(folder)
     context.add_output_metadata(
@@ -190,7 +188,6 @@ def identity_resolution(
         raw_roster_files.district,
         validated_roster,
         drop=raw_roster_files.drop,
-        started=roster_store.take_identity_reads(raw_roster_files.district),
         # Worked out while the drop is planned; the apply waits for them.
         candidates_in_background=True,
     )

@@ -21,10 +21,9 @@ from roster_pipelines.lib.config import DEFAULT_FORMAT, Settings
 from roster_pipelines.lib.dropzones import DropZone, LocalZone
 from roster_pipelines.lib.dropzones.watch import WatchOptions
 from roster_pipelines.lib.formats import get_adapter
-from roster_pipelines.lib.identity import DistrictReads
 from roster_pipelines.lib.incremental import RosterFingerprint, fingerprint
 from roster_pipelines.lib.store.engine import make_engine
-from roster_pipelines.lib.sync import IdentityResult, start_identity_reads
+from roster_pipelines.lib.sync import IdentityResult
 
 
 @cache
@@ -43,23 +42,6 @@ class RosterStore(dg.ConfigurableResource):
     state_dir: str = ""
     database_url: str = ""
     drop_zone: str = ""
-    # Identity's reads of a district, started by the first stage of a run, taken by
-    # identity (one process runs every stage of a run: see `DropStorageIOManager`).
-    # One per district: a run that ended before identity leaves its reads to the next
-    # start. (No setup or teardown hooks: sensors use this resource outside a run.)
-    _started_reads: dict[str, DistrictReads] = PrivateAttr(default_factory=dict)
-
-    def start_identity_reads(self, district: str) -> None:
-        """Start identity's reads of the district (Postgres, an existing district), for
-        the database to answer while the drop is parsed and validated."""
-        started = start_identity_reads(self.engine(), district)
-        if started is not None:
-            self._started_reads[district] = started
-
-    def take_identity_reads(self, district: str) -> DistrictReads | None:
-        """The reads `start_identity_reads` started in this run, if any (a stage run on
-        its own, from the UI, reads for itself)."""
-        return self._started_reads.pop(district, None)
 
     def settings(self) -> Settings:
         return Settings.from_env(
