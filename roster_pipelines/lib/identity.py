@@ -361,27 +361,19 @@ def _read_district(
         read = read_many(conn, {name: bound(*q) for name, q in _DISTRICT_QUERIES.items()})
         people_later = people.result
     merged = read.pop("merged")
-    read["owners"] = (
-        read["contacts"]
-        .join(merged, on="account_id", how="left")
-        .select(
-            "kind",
-            "value",
-            pl.coalesce("merged_into_id", "account_id").alias("account_id"),
-            "verified",
-        )
-    )
-    read["links"] = (
-        read["links"]
-        .join(merged, on="account_id", how="left")
-        .select(
-            "person_key",
-            "role",
-            "active",
-            account_id=pl.coalesce("merged_into_id", "account_id"),
-        )
-    )
+    read["owners"] = _surviving(read["contacts"], merged, list(OWNERS_SCHEMA))
+    read["links"] = _surviving(read["links"], merged, list(_LINKS_SCHEMA))
     return read, people_later, base_run_id
+
+
+def _surviving(frame: pl.DataFrame, merged: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
+    """`frame`'s `columns`, each `account_id` replaced by its surviving account (a
+    merged account's tombstone followed to the account it was merged into)."""
+    return (
+        frame.join(merged, on="account_id", how="left")
+        .with_columns(account_id=pl.coalesce("merged_into_id", "account_id"))
+        .select(columns)
+    )
 
 
 def _linked_elsewhere(conn: Connection, district_id: int, account_ids: pl.Series) -> pl.Series:
