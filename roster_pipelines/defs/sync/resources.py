@@ -179,14 +179,15 @@ class DropStorageIOManager(dg.ConfigurableIOManager):
         # which Dagster only logs.
         self._finish_saves()
         self._handoff.pop(path, None)
-        readers = _sync_readers().get(context.asset_key, 0)
+        asset = context.asset_key
+        readers = _sync_readers().get(asset, 0)
         saved: Future[tuple[int, int] | None]
         # Outside a run, or for the last stage: written now.
         if self._saver is None or not readers:
             saved = Future()
-            saved.set_result(_save(_on_disk(context.asset_key, obj), path))
+            saved.set_result(_save(_on_disk(asset, obj), path))
         else:
-            saved = self._saver.submit(lambda: _save(_on_disk(context.asset_key, obj), path))
+            saved = self._saver.submit(lambda: _save(_on_disk(asset, obj), path))
             self._saving[path] = saved
         if readers:
             self._handoff[path] = _Handoff(obj, saved, readers)
