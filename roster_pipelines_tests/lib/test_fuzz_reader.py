@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import io
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -29,20 +28,18 @@ FUZZ = settings(
 FILES = list(COLUMNS)
 
 
-def _drop(files: dict[str, bytes]) -> Path:
-    folder = Path(tempfile.mkdtemp(prefix="fuzz_drop_"))
-    for name, data in files.items():
-        (folder / name).write_bytes(data)
-    return folder
+def _parse(files: dict[str, bytes]):
+    """The files parsed as a drop, from a folder that is removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="fuzz_drop_") as tmp:
+        folder = Path(tmp)
+        for name, data in files.items():
+            (folder / name).write_bytes(data)
+        return parse(folder)
 
 
 def _check(files: dict[str, bytes]):
-    folder = _drop(files)
-    try:
-        parsed = parse(folder)  # must not raise
-        roster = validate(parsed)  # nor must the contracts
-    finally:
-        shutil.rmtree(folder)
+    parsed = _parse(files)  # must not raise
+    roster = validate(parsed)  # nor must the contracts
     assert set(roster.issues["code"].to_list()) <= set(CATALOGUE)
     assert roster.rejected == (roster.issues["severity"] == FILE_ERROR).any()
     return roster
@@ -124,7 +121,7 @@ def test_a_valid_file_never_loses_a_row(
             row += 1
     files = render(BASE)
     files["schools.csv"] = (b"\xef\xbb\xbf" if bom else b"") + buffer.getvalue().encode()
-    parsed = parse(_drop(files))
+    parsed = _parse(files)
     assert not parsed.rejected, parsed.issues.to_dicts()
     got = parsed.schools.select("school_id", "name", "src_row").rows()
     assert got == want
