@@ -98,6 +98,7 @@ def moto_s3_server() -> Iterator[S3Server]:
         yield S3Server(endpoint_url=url)
     finally:
         _stop(proc)
+        shutil.rmtree(log.parent, ignore_errors=True)  # (a failed start quoted the log)
 
 
 @dataclass(frozen=True)
