@@ -12,6 +12,7 @@ under a temporary name and moved into place, so a reader never sees half of one.
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import shutil
 import uuid
@@ -77,4 +78,19 @@ def save(obj: Any, folder: Path) -> None:
 def load(folder: Path) -> Any:
     """Read back what `save` wrote to `folder`."""
     with (folder / OBJECT).open("rb") as handle:
-        return _Unpickler(handle, folder).load()
+        return with_new_fields(_Unpickler(handle, folder).load())
+
+
+def with_new_fields(obj: Any) -> Any:
+    """`obj`, a stage output written before its dataclass gained fields, with those
+    fields at their defaults (unpickling restores the attributes that were saved, and
+    only those): a stage re-executed from the UI reads an older drop's outputs."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        for f in dataclasses.fields(obj):
+            if f.name in vars(obj):
+                continue
+            if f.default is not dataclasses.MISSING:
+                object.__setattr__(obj, f.name, f.default)
+            elif f.default_factory is not dataclasses.MISSING:
+                object.__setattr__(obj, f.name, f.default_factory())
+    return obj

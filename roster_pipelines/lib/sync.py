@@ -101,10 +101,9 @@ class IdentityResult:
 
     def settled(self) -> IdentityResult:
         """This result with its merge candidates (waiting for them if need be)."""
-        pending = getattr(self, "pending", None)  # (None: stored before it was kept)
-        if pending is None:
+        if self.pending is None:
             return self
-        candidates = pending.result()
+        candidates = self.pending.result()
         return replace(
             self,
             candidates=candidates,
@@ -183,8 +182,8 @@ def resolve_drop(
     )
     if resolution.candidates is not None:
         result.candidates = resolution.candidates
-    elif resolution.later_candidates is not None:
-        del result.decisions["candidates"]
+    if resolution.later_candidates is not None:
+        del result.decisions["candidates"]  # counted once they are worked out
         result.pending = in_background(
             _record_candidates_later, engine, district_id, drop, resolution.later_candidates
         )
@@ -281,8 +280,8 @@ def _check_identity_is_current(
     """The plan reads the database after identity did: a drop of the district applied in
     between (it may have linked or made the accounts identity matched) makes identity's
     result stale, and a plan made from it could create an account twice."""
-    matched = getattr(identity, "base_run_id", None)  # (None: stored before it was kept)
-    if matched is None:
+    matched = identity.base_run_id
+    if matched is None:  # a result stored before identity recorded it
         return
     latest = whole.last if whole is not None else latest_run(conn, identity.district_id)
     if (latest.id if latest else 0) != matched:
@@ -293,8 +292,7 @@ def _check_identity_is_current(
 
 
 def _read_by_identity(identity: IdentityResult) -> dict[str, pl.DataFrame | None]:
-    # (An identity result stored before it kept the district's contacts has none.)
-    return {"contacts": getattr(identity, "district_contacts", None)}
+    return {"contacts": identity.district_contacts}
 
 
 def _incremental_scope(
@@ -403,8 +401,7 @@ def apply_drop(
             mark_sync_transaction(conn, plan.district_id)
             applied = apply_plan(conn, plan, now=utcnow())
             log_shared_account_changes(conn, plan)
-            # (A plan stored before change marks has no record of what it saw.)
-            consume_account_changes(conn, getattr(plan, "account_changes_seen", pl.Series()))
+            consume_account_changes(conn, plan.account_changes_seen)
             changes = applied.counts
             status = HELD if plan.held else APPLIED
             supersede_pending_holds(conn, plan.district_id)
@@ -422,7 +419,7 @@ def apply_drop(
             started_at=started_at,
             finished_at=utcnow(),
             received_at=received_at(manifest),
-            change_mark=getattr(plan, "change_mark", None),
+            change_mark=plan.change_mark,
             plan_version=PLAN_VERSION,
             roster_digest=roster_digest(roster) if status == APPLIED else None,
         )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
@@ -95,3 +95,28 @@ def test_frames_come_back_in_one_chunk(tmp_path: Path) -> None:
     stage_files.save({"v": chunked}, tmp_path / "out")
     back = stage_files.load(tmp_path / "out")["v"]
     assert back.n_chunks() == 1 and back.equals(chunked)
+
+
+@dataclass
+class _Before:
+    frame: pl.DataFrame
+
+
+@dataclass
+class _After:
+    frame: pl.DataFrame
+    mark: int | None = None
+    seen: pl.Series = field(default_factory=lambda: pl.Series([], dtype=pl.Int64))
+
+
+def test_an_output_saved_before_its_class_gained_fields_loads_with_their_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stage_files.save(_Before(_people()), tmp_path / "out")
+    # The class as a later version of the code defines it, under the same name.
+    monkeypatch.setitem(globals(), "_Before", _After)
+    loaded = stage_files.load(tmp_path / "out")
+    assert isinstance(loaded, _After)
+    assert loaded.frame.equals(_people())
+    assert loaded.mark is None
+    assert loaded.seen.len() == 0 and loaded.seen.dtype == pl.Int64

@@ -206,7 +206,7 @@ class DropStorageIOManager(dg.ConfigurableIOManager):
         legacy = path.with_name(f"{path.name}.pkl")  # written before stage folders
         if not path.exists() and legacy.exists():
             with legacy.open("rb") as handle:
-                return pickle.load(handle)
+                return stage_files.with_new_fields(pickle.load(handle))
         return self._load(path)
 
 
