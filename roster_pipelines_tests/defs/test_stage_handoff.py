@@ -28,7 +28,7 @@ def _contexts(manager: DropStorageIOManager, asset: str):
     return out, dg.build_input_context(asset_key=key, partition_key="d|1", upstream_output=out)
 
 
-def run_digest(settings: Settings, manifest: DropManifest) -> str:
+def _run_digest(settings: Settings, manifest: DropManifest) -> str:
     """The roster digest the drop's run recorded."""
     engine = make_engine(settings.database_url)
     with engine.connect() as conn:
@@ -162,7 +162,7 @@ def test_the_rosters_are_stored_as_the_archived_drop_and_read_again_from_it(
     expected = get_adapter(manifest.format)(manifest.folder(settings.landing_root))
     if asset == "validated_roster":
         expected = contracts.validate(expected)
-        assert incremental.fingerprint(stored).digest() == run_digest(settings, manifest)
+        assert incremental.fingerprint(stored).digest() == _run_digest(settings, manifest)
     assert stored.tables().keys() == expected.tables().keys()
     for name, frame in expected.tables().items():
         assert stored.tables()[name].equals(frame), name
