@@ -33,6 +33,7 @@ from roster_pipelines.lib.store.models import (
     Organisation,
     OrgMembership,
     SisLink,
+    SyncRun,
 )
 from roster_pipelines_tests.conftest import write_drop
 
@@ -409,3 +410,36 @@ def test_candidate_for_a_new_person_follows_its_account(tmp_path: Path, settings
         row = conn.execute(sa.select(MergeCandidate)).one()  # still one row
         assert {row.account_id, row.other_account_id} == {personal, cara}
         assert (row.first_drop_id, row.last_drop_id) == ("d1", "d1-again")
+
+
+def test_merge_candidates_that_fail_leave_the_drop_unapplied(
+    tmp_path: Path, settings: Settings, seeded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The candidates are worked out while the drop is applied (on Postgres; with the
+    decisions elsewhere); the apply waits for them before it commits, so their failure
+    applies nothing, and the drop synced again applies in full."""
+    folder = drop(tmp_path / "d1")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("similar-people scan broke")
+
+    monkeypatch.setattr("roster_pipelines.lib.identity._similar_candidates", broken)
+    with pytest.raises(Exception, match="similar-people scan broke"):
+        sync_folder(folder, district=DISTRICT, settings=settings, drop="d1")
+    engine = make_engine(settings.database_url)
+    with engine.connect() as conn:
+        assert count(conn, SisLink) == 0
+        assert count(conn, SyncRun) == 0
+
+    monkeypatch.undo()
+    again = sync_folder(folder, district=DISTRICT, settings=settings, drop="d1-again")
+    assert again.status == "applied"
+    assert again.decisions == {
+        "already_linked": 0,
+        "linked": 3,
+        "created": 6,
+        "conflicts": 1,
+        "candidates": 1,
+    }
+    with engine.connect() as conn:
+        assert count(conn, SisLink) == 9
