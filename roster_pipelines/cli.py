@@ -60,7 +60,7 @@ def _print_outcome(outcome: SyncOutcome, as_json: bool) -> None:
     from roster_pipelines.lib.report import summary_lines
 
     if as_json:
-        print(json.dumps(outcome.to_json(), default=str))
+        print(outcome.to_json_text())
     else:
         print("\n".join(summary_lines(outcome)))
 

@@ -16,7 +16,6 @@ neutralised with a leading apostrophe.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -257,9 +256,8 @@ def write_report(
     folder = Path(reports_root) / outcome.district / outcome.drop
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "report.md").write_text(render_markdown(outcome, data=data))
-    summary = {**outcome.to_json(), "report": data.to_json()}
     # Compact: indented JSON goes through the pure-Python encoder, 3x slower at 100k issues.
-    (folder / "summary.json").write_text(json.dumps(summary, default=str))
+    (folder / "summary.json").write_text(outcome.to_json_text(report=data.to_json()))
     safe = neutralise_formulas(outcome.issues)
     safe.write_csv(folder / "issues.csv")
     for stale in folder.glob("issues_*.csv"):

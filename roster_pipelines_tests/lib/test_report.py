@@ -4,6 +4,7 @@ Markdown, per-school figures and status, trend over the last drops."""
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import polars as pl
@@ -87,6 +88,27 @@ def test_one_csv_per_code_neutralised_and_escaped_html(tmp_path: Path) -> None:
     md = render_markdown(outcome)
     assert "<script>" not in md and "\\|" in md and "issues_EMAIL_INVALID.csv" in md
     assert "## On hold" in md
+
+
+def test_summary_json_holds_the_outcome_and_every_issue(tmp_path: Path) -> None:
+    issues = issues_frame(
+        [
+            issue_row("EMAIL_INVALID", file="students.csv", row=3, value='a"b\\c', message="é ✓"),
+            issue_row("UNKNOWN_CLASS", ids={"class_id": "C1"}, message="no file, no row"),
+        ]
+    )
+    outcome = _outcome(issues, planned={"accounts_removed": 3}, hold_reasons=["why"])
+    folder = write_report(outcome, tmp_path)
+    summary = json.loads((folder / "summary.json").read_text())
+    expected = json.loads(json.dumps(outcome.to_json(), default=str))
+    assert list(summary) == [*expected, "report"]
+    assert {k: v for k, v in summary.items() if k != "report"} == expected
+    assert [i["value"] for i in summary["issues"]] == ['a"b\\c', None]
+    assert summary["report"]["drop"] == "drop-1"
+    empty = json.loads(
+        write_report(_outcome(issues.clear()), tmp_path / "e").joinpath("summary.json").read_text()
+    )
+    assert empty["issues"] == []
 
 
 def test_issues_belong_to_the_school_on_their_row() -> None:
