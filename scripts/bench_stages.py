@@ -41,7 +41,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 
 import sqlalchemy as sa
-from bench_sync import PG_ADMIN, _drop_database, _fresh_database, archive, ensure_drops
+from bench_sync import PG_ADMIN, _drop_database, _fresh_database, archive, ensure_drops, settle
 
 from roster_pipelines.defs.sync import assets
 from roster_pipelines.defs.sync.inprocess import run_drop
@@ -220,6 +220,7 @@ class Bench:
 
     def sync(self, drop: str, folder: Path, *, profile: str | None = None) -> dict[str, Any]:
         manifest = archive(folder, self.settings, drop)
+        settle()
         self.totals.clear()
         self.cpu.clear()
         profiler = None
