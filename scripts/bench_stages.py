@@ -57,7 +57,7 @@ TIMED: list[tuple[Any, str, str]] = [
     (assets, "resolve_drop", "identity: resolve_drop"),
     (identity, "_read_district", "  identity: district reads"),
     (identity, "contact_owners", "  identity: contact owners"),
-    (identity, "_similar_candidates", "  apply: similar-people candidates (in a thread)"),
+    (identity, "_similar_candidates", "  identity: similar-people candidates (in a thread)"),
     (assets, "plan_drop", "plan: plan_drop"),
     (sync, "_incremental_scope", "  plan: incremental scope (delta, closure)"),
     (sync, "changed_people", "    plan: roster delta"),

@@ -54,8 +54,9 @@ the SIS says they are different people (and a merge of them would be refused).
 from __future__ import annotations
 
 import uuid
-from concurrent.futures import Future
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import polars as pl
@@ -125,28 +126,9 @@ _LINKS_SCHEMA = {
 
 
 @dataclass
-class CandidateInputs:
-    """What the similar-people scan needs besides the roster and the identities, for
-    merge candidates worked out later (`merge_candidates`): the contact-conflict pairs
-    the decisions revealed, and the district's accounts with their phones as identity
-    read them (a `Future` while that read runs; the frame once it is done)."""
-
-    contact_candidates: pl.DataFrame
-    district_people: pl.DataFrame | Future[pl.DataFrame]
-
-    def people(self) -> pl.DataFrame:
-        people = self.district_people
-        return people.result() if isinstance(people, Future) else people
-
-    def resolved(self) -> CandidateInputs:
-        """These inputs with the district's people read (waiting for the read)."""
-        return CandidateInputs(self.contact_candidates, self.people())
-
-
-@dataclass
 class Resolution:
     identities: pl.DataFrame  # IDENTITY_SCHEMA, one row per person of the drop
-    # CANDIDATES_SCHEMA, one row per pair; None when asked for later (`later`).
+    # CANDIDATES_SCHEMA, one row per pair; None when asked for later (`later_candidates`).
     candidates: pl.DataFrame | None
     # OWNERS_SCHEMA: the app accounts owning the drop's contact points (the plan uses
     # them too, so the database is asked once per drop).
@@ -156,9 +138,9 @@ class Resolution:
     district_contacts: pl.DataFrame | None = None
     # The district's latest applied run when the database was read (0: none yet).
     base_run_id: int | None = None
-    # What `merge_candidates` needs when they were asked for later (the similar-people
-    # scan is a third of identity's time and nothing but the report needs its result).
-    later: CandidateInputs | None = None
+    # Works out `candidates` when they were asked for later (the similar-people scan
+    # is a third of identity's time and nothing but the report needs its result).
+    later_candidates: Callable[[], pl.DataFrame] | None = None
 
 
 # --- reading the database set-based --------------------------------------------------
@@ -347,11 +329,12 @@ def _base_run_id(conn: Connection, district_id: int) -> int:
 
 def _read_district(
     conn: Connection, district_id: int
-) -> tuple[dict[str, pl.DataFrame], Future[pl.DataFrame], int]:
+) -> tuple[dict[str, pl.DataFrame], Callable[[], pl.DataFrame], int]:
     """The district's SIS links (each with its surviving account: tombstones followed),
-    its linked accounts' contact points (`contacts`) and their owners (`owners`); its
-    people's accounts and phones (for the similar-people candidates, the last thing
-    identity needs), as a future; and the latest applied run the reads reflect.
+    its linked accounts' contact points (`contacts`) and their owners (`owners`); as a
+    callable that returns it, its people's accounts and phones (for the similar-people
+    candidates, the last thing identity needs); and the latest applied run the reads
+    reflect.
 
     On Postgres the people are read in a thread of their own while the rest is read
     and the decisions are made (about 1.5 s less at a million people on two cores),
@@ -364,8 +347,7 @@ def _read_district(
             name: query_frame(conn, sql, schema, {"d": district_id})
             for name, (sql, schema) in _DISTRICT_QUERIES.items()
         }
-        people: Future[pl.DataFrame] = Future()
-        people.set_result(query_frame(conn, *_PEOPLE_QUERY, {"d": district_id}))
+        people_later = partial(query_frame, conn, *_PEOPLE_QUERY, {"d": district_id})
     else:
         # Through their own ADBC connections (`frames.read_many`): committed data only.
         d = str(int(district_id))
@@ -377,10 +359,11 @@ def _read_district(
             lambda: read_many(conn, {"people": bound(*_PEOPLE_QUERY)}, workers=1)["people"]
         )
         read = read_many(conn, {name: bound(*q) for name, q in _DISTRICT_QUERIES.items()})
+        people_later = people.result
     merged = read.pop("merged")
     read["owners"] = _surviving(read["contacts"], merged, list(OWNERS_SCHEMA))
     read["links"] = _surviving(read["links"], merged, list(_LINKS_SCHEMA))
-    return read, people, base_run_id
+    return read, people_later, base_run_id
 
 
 def _surviving(frame: pl.DataFrame, merged: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
@@ -424,7 +407,7 @@ def resolve_identities(
 ) -> Resolution:
     """Every person of the drop with its account (null when one must be created), the
     decision and its reason; plus the merge candidates the drop reveals, or with
-    `candidates_later` what `merge_candidates` needs to work them out."""
+    `candidates_later` a function that works them out."""
     first_rows = _first_rows(roster)
     people = first_rows.select("person_key", "role", "sis_id", "src_file", "src_row")
     read, district_people, base_run_id = _read_district(conn, district_id)
@@ -651,32 +634,29 @@ def resolve_identities(
         detail="detail",
     )
 
-    later = CandidateInputs(
-        contact_candidates.cast({"account_id": pl.Int64, "other_account_id": pl.Int64}),
-        district_people,
-    )
+    def all_candidates() -> pl.DataFrame:
+        similar = _similar_candidates(roster, first_rows, identities, district_people())
+        return _finish_candidates(
+            pl.concat(
+                [
+                    contact_candidates.cast({"account_id": pl.Int64, "other_account_id": pl.Int64}),
+                    similar,
+                ],
+                how="vertical_relaxed",
+            )
+        )
+
     return Resolution(
         identities=identities,
-        candidates=None if candidates_later else merge_candidates(roster, identities, later),
+        candidates=None if candidates_later else all_candidates(),
         contact_owners=owners,
         district_contacts=read["contacts"],
         base_run_id=base_run_id,
-        later=later if candidates_later else None,
+        later_candidates=all_candidates if candidates_later else None,
     )
 
 
 # --- merge candidates inside the district ---------------------------------------------
-
-
-def merge_candidates(
-    roster: Roster, identities: pl.DataFrame, inputs: CandidateInputs
-) -> pl.DataFrame:
-    """The drop's merge candidates (CANDIDATES_SCHEMA, one row per pair): the contact
-    conflicts identity found, and the similar people of the district."""
-    similar = _similar_candidates(roster, _first_rows(roster), identities, inputs.people())
-    return _finish_candidates(
-        pl.concat([inputs.contact_candidates, similar], how="vertical_relaxed")
-    )
 
 
 def normalised_name(first: pl.Expr, last: pl.Expr) -> pl.Expr:

@@ -10,7 +10,7 @@ import json
 import os
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,10 +22,8 @@ from roster_pipelines.lib.background import in_background
 from roster_pipelines.lib.canonical import Roster
 from roster_pipelines.lib.drops import DropManifest
 from roster_pipelines.lib.identity import (
-    CandidateInputs,
     contact_owners,
     decision_counts,
-    merge_candidates,
     record_candidates,
     resolve_identities,
 )
@@ -98,9 +96,21 @@ class IdentityResult:
     # The district's latest applied run when identity read the database (0: none yet;
     # None: not recorded). The plan must be made against the same run.
     base_run_id: int | None = None
-    # The merge candidates, still to be worked out (`decisions` has no "candidates"
-    # count yet): `start_candidates` does it in a thread while the drop is applied.
-    later: CandidateInputs | None = None
+    # The merge candidates, still being worked out and recorded in a thread of their own
+    # (`decisions` has no "candidates" count yet): `settled()` waits for them.
+    pending: Future[pl.DataFrame] | None = None
+
+    def settled(self) -> IdentityResult:
+        """This result with its merge candidates (waiting for them if need be)."""
+        if self.pending is None:
+            return self
+        candidates = self.pending.result()
+        return replace(
+            self,
+            candidates=candidates,
+            decisions=decision_counts(self.identities, candidates),
+            pending=None,
+        )
 
 
 @dataclass
@@ -160,14 +170,15 @@ def resolve_drop(
     roster: Roster,
     *,
     drop: str | None = None,
-    candidates_later: bool = False,
+    candidates_in_background: bool = False,
 ) -> IdentityResult:
     """Register the district on its first drop, then resolve every person's account and
     record the merge candidates the drop reveals (tied to the drop by `drop`).
 
-    `candidates_later` (Postgres): the merge candidates are left for `start_candidates`,
-    which the apply calls (the result carries what they need)."""
-    later = candidates_later and engine.dialect.name == "postgresql"
+    `candidates_in_background` (Postgres): the merge candidates are worked out and
+    recorded in a thread of their own, in their own transaction, while the caller goes
+    on to plan the drop; `IdentityResult.settled()` waits for them."""
+    later = candidates_in_background and engine.dialect.name == "postgresql"
     with engine.begin() as conn:
         district_id = get_or_create_district(conn, district)
         resolution = resolve_identities(conn, district_id, roster, candidates_later=later)
@@ -180,34 +191,21 @@ def resolve_drop(
         contact_owners=resolution.contact_owners,
         district_contacts=resolution.district_contacts,
         base_run_id=resolution.base_run_id,
-        later=resolution.later,
     )
     if resolution.candidates is not None:
         result.candidates = resolution.candidates
-    else:
+    if resolution.later_candidates is not None:
         del result.decisions["candidates"]  # counted once they are worked out
+        result.pending = in_background(
+            _record_candidates_later, engine, district_id, drop, resolution.later_candidates
+        )
     return result
 
 
-def start_candidates(
-    engine: Engine, identity: IdentityResult, roster: Roster, *, drop: str | None = None
-) -> Future[pl.DataFrame] | None:
-    """The merge candidates identity left for later (None: it recorded them), worked
-    out and recorded in their own transaction in a thread of their own. `apply_drop`
-    starts them: its writes keep one core busy in Postgres and the scan takes the
-    other, where during the plan it slowed the plan by about as much as it took."""
-    if identity.later is None:
-        return None
-    return in_background(
-        _record_candidates_later, engine, identity.district_id, drop, roster, identity
-    )
-
-
 def _record_candidates_later(
-    engine: Engine, district_id: int, drop: str | None, roster: Roster, identity: IdentityResult
+    engine: Engine, district_id: int, drop: str | None, work: Callable[[], pl.DataFrame]
 ) -> pl.DataFrame:
-    assert identity.later is not None
-    candidates = merge_candidates(roster, identity.identities, identity.later)
+    candidates = work()
     with engine.begin() as conn:
         record_candidates(conn, district_id, drop, candidates)
     return candidates
@@ -386,17 +384,12 @@ def apply_drop(
     force: bool = False,
     started_at: datetime,
     decisions: dict[str, int] | None = None,
-    candidates: Future[pl.DataFrame] | None = None,
 ) -> SyncOutcome:
     """Apply the plan and record the run, all in one transaction.
 
     Under the district's lock the plan must still describe the database (no other
     drop applied since it was made), and the drop must be newer than the last applied
     one unless `force`: an older drop is rejected with DROP_OUT_OF_ORDER.
-
-    `candidates` (`start_candidates`): the merge candidates being worked out meanwhile;
-    the transaction waits for them before it commits, so that if they fail nothing is
-    applied, and their count joins `decisions`.
     """
     issues = concat_issues(roster.issues, plan.issues)
     planned = plan.counts(include_removals=True)
@@ -410,9 +403,7 @@ def apply_drop(
             )
         newer = latest and latest.received_at and _aware(latest.received_at) > received_at(manifest)
         if newer and not force and not dry_run:
-            rejected = _record_out_of_order(conn, manifest, roster, plan, latest, started_at)
-            _with_candidates(decisions, candidates)
-            return rejected
+            return _record_out_of_order(conn, manifest, roster, plan, latest, started_at)
         if dry_run:
             status, changes = DRY_RUN, zero_changes()
         else:
@@ -449,7 +440,6 @@ def apply_drop(
         if status != DRY_RUN:
             # The people this drop notifies, in its transaction (outbox; R12-R14).
             enqueue_sync_notifications(conn, plan, applied, run_id)
-        decisions = _with_candidates(decisions, candidates)
     if status in (APPLIED, HELD):
         refresh_statistics(engine, sum(changes.values()))
     return SyncOutcome(
@@ -465,16 +455,6 @@ def apply_drop(
         is_initial=plan.is_initial,
         decisions=decisions or {},
     )
-
-
-def _with_candidates(
-    decisions: dict[str, int] | None, candidates: Future[pl.DataFrame] | None
-) -> dict[str, int] | None:
-    """`decisions` with the count of the merge candidates worked out meanwhile (waiting
-    for them; raising what their work raised)."""
-    if candidates is None:
-        return decisions
-    return {**(decisions or {}), "candidates": candidates.result().height}
 
 
 def _aware(value: datetime) -> datetime:

@@ -415,9 +415,9 @@ def test_candidate_for_a_new_person_follows_its_account(tmp_path: Path, settings
 def test_merge_candidates_that_fail_leave_the_drop_unapplied(
     tmp_path: Path, settings: Settings, seeded, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The candidates are worked out while the drop is applied (on Postgres; with the
-    decisions elsewhere); the apply waits for them before it commits, so their failure
-    applies nothing, and the drop synced again applies in full."""
+    """The candidates are worked out in a thread while the drop is planned (on
+    Postgres; with the decisions elsewhere); the apply waits for them before it writes,
+    so their failure applies nothing, and the drop synced again applies in full."""
     folder = drop(tmp_path / "d1")
 
     def broken(*args, **kwargs):

@@ -31,7 +31,6 @@ from roster_pipelines.lib.sync import (
     plan_drop,
     record_rejection,
     resolve_drop,
-    start_candidates,
     write_plan_files,
 )
 
@@ -189,8 +188,8 @@ def identity_resolution(
         raw_roster_files.district,
         validated_roster,
         drop=raw_roster_files.drop,
-        # Worked out while the drop is applied (`start_candidates`).
-        candidates_later=True,
+        # Worked out while the drop is planned; the apply waits for them.
+        candidates_in_background=True,
     )
     context.add_output_metadata({**result.decisions, "people": result.identities.height})
     return result
@@ -255,26 +254,22 @@ def applied_sync(
 ):
     """The plan applied in one transaction (or only recorded, on a dry run)."""
     started_at = utcnow()
-    engine = roster_store.engine()
     outcome = apply_drop(
-        engine,
+        roster_store.engine(),
         raw_roster_files,
         validated_roster,
         sync_plan,
         dry_run=config.dry_run,
         force=config.force,
         started_at=started_at,
-        decisions=identity_resolution.decisions,
-        candidates=start_candidates(
-            engine, identity_resolution, validated_roster, drop=raw_roster_files.drop
-        ),
+        decisions=identity_resolution.settled().decisions,
     )
     yield dg.Output(
         outcome,
         metadata={
             "status": outcome.status,
             **outcome.changes,
-            # (Worked out while the drop was applied: not in identity's metadata.)
+            # (Worked out while the drop was planned: not in identity's metadata.)
             "merge_candidates": outcome.decisions.get("candidates", 0),
         },
     )

@@ -93,15 +93,13 @@ def stored_fingerprint(settings: Settings, partition: str) -> RosterFingerprint 
 def _on_disk(asset: dg.AssetKey, obj: Any) -> Any:
     """What is written for a stage's output: for the rosters a note instead; identity's
     without the contact points and owners it read (a plan made from the stored result
-    reads them again, as the database has them then), with the people it read for the
-    merge candidates it left to the apply."""
+    reads them again, as the database has them then)."""
     if asset == PARSED_ROSTER:
         return _ParsedFromArchive()
     if asset == VALIDATED_ROSTER and isinstance(obj, Roster):
         return _ValidatedFromArchive(fingerprint(obj))
     if isinstance(obj, IdentityResult):
-        later = obj.later.resolved() if obj.later is not None else None
-        return dataclasses.replace(obj, contact_owners=None, district_contacts=None, later=later)
+        return dataclasses.replace(obj.settled(), contact_owners=None, district_contacts=None)
     return obj
 
 
