@@ -735,20 +735,25 @@ def _similar_candidates(
         ],
         how="diagonal",
     ).unique()
-    keyed = pl.concat(
+    # Grouped by the key's columns, not by a key written as text: the text of a key
+    # and of a candidate's detail is written for the few pairs found, not for millions.
+    pairs = pl.concat(
         [
-            names.join(phones, on="entity").select(
+            _same_key_pairs(
+                names.select("entity", "name").unique().join(phones, on="entity"),
+                "phone",
+            ).select(
                 "entity",
+                "other",
                 reason=pl.lit(SAME_NAME_PHONE),
-                key=pl.concat_str(pl.col("name"), pl.lit("|"), pl.col("phone")),
                 detail=pl.concat_str(
                     pl.lit("same name '"), pl.col("name"), pl.lit("' and phone "), pl.col("phone")
                 ),
             ),
-            names.filter(pl.col("dob").is_not_null()).select(
+            _same_key_pairs(names.filter(pl.col("dob").is_not_null()), "dob").select(
                 "entity",
+                "other",
                 reason=pl.lit(SAME_NAME_DOB),
-                key=pl.concat_str(pl.col("name"), pl.lit("|"), pl.col("dob").cast(pl.String)),
                 detail=pl.concat_str(
                     pl.lit("same name '"),
                     pl.col("name"),
@@ -757,14 +762,11 @@ def _similar_candidates(
                 ),
             ),
         ]
-    ).unique(["entity", "reason", "key"])
-    groups = keyed.filter(pl.len().over(["reason", "key"]).is_between(2, MAX_GROUP))
-    if not groups.height:
+    )
+    if not pairs.height:
         return pl.DataFrame(schema={k: v for k, v in CANDIDATES_SCHEMA.items() if k != "pair_key"})
     pairs = (
-        groups.join(groups.select("reason", "key", other="entity"), on=["reason", "key"])
-        .filter(pl.col("entity") < pl.col("other"))
-        .join(roles, on="entity", how="left")
+        pairs.join(roles, on="entity", how="left")
         .join(roles.rename({"entity": "other", "roles": "other_roles"}), on="other", how="left")
         # Two SIS people of one role in this drop are different people by the SIS's word.
         .filter(
@@ -786,6 +788,16 @@ def _similar_candidates(
         other_person_key="other_person_key",
         reason="reason",
         detail="detail",
+    )
+
+
+def _same_key_pairs(keyed: pl.DataFrame, value: str) -> pl.DataFrame:
+    """Pairs of entities (`entity` < `other`) sharing a name and `value`, in groups small
+    enough to suggest a duplicate; with the name and `value`."""
+    key = ["name", value]
+    groups = keyed.filter(pl.len().over(key).is_between(2, MAX_GROUP))
+    return groups.join(groups.select(*key, other="entity"), on=key).filter(
+        pl.col("entity") < pl.col("other")
     )
 
 
