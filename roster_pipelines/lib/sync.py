@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, select, text
 
 from roster_pipelines.lib.background import in_background
 from roster_pipelines.lib.canonical import Roster
@@ -333,15 +333,7 @@ def _incremental_scope(
     if changed.len() > limit:  # before reading anything more
         return None
     gone = changed.filter(changed.is_in(identity.identities["person_key"].implode()).not_())
-    accounts_of_gone = [
-        account
-        for chunk in chunks(gone.to_list())
-        for account in conn.execute(
-            select(SisLink.account_id).where(
-                SisLink.district_id == identity.district_id, SisLink.person_key.in_(chunk)
-            )
-        ).scalars()
-    ]
+    accounts_of_gone = _accounts_linked_to(conn, identity.district_id, gone)
     scope = scope_for(
         changed,
         counts,
@@ -351,6 +343,33 @@ def _incremental_scope(
     if scope.people.len() > limit:
         return None
     return scope
+
+
+def _accounts_linked_to(conn: Connection, district_id: int, person_keys: pl.Series) -> list[int]:
+    """The accounts of these SIS people of the district (their links, active or not)."""
+    if not person_keys.len():
+        return []
+    if conn.dialect.name == "postgresql":
+        # One statement with the keys as an array: in chunks of a thousand, the ten
+        # thousand people a 1 % drop at a million loses took 0.4 s.
+        return list(
+            conn.execute(
+                text(
+                    "SELECT account_id FROM sis_links "
+                    "WHERE district_id = :d AND person_key = ANY(CAST(:keys AS text[]))"
+                ),
+                {"d": district_id, "keys": person_keys.to_list()},
+            ).scalars()
+        )
+    return [
+        account
+        for chunk in chunks(person_keys.to_list())
+        for account in conn.execute(
+            select(SisLink.account_id).where(
+                SisLink.district_id == district_id, SisLink.person_key.in_(chunk)
+            )
+        ).scalars()
+    ]
 
 
 def write_plan_files(plan: SyncPlan, folder: Path) -> list[Path]:
