@@ -26,8 +26,10 @@ import polars as pl
 from sqlalchemy import Connection, Engine, func, select
 
 from roster_pipelines.lib.background import in_background
+from roster_pipelines.lib.canonical import CONTACT_EMAIL, CONTACT_PHONE
 from roster_pipelines.lib.issues import CATALOGUE
 from roster_pipelines.lib.plan import FRESHNESS_DAYS
+from roster_pipelines.lib.store.frames import chunks
 from roster_pipelines.lib.store.models import (
     Class,
     ContactPoint,
@@ -274,16 +276,11 @@ def _merge_candidates(
         }
         for r in drop_candidates(conn, district_id, drop).head(200).iter_rows(named=True)
     ]
-    rows = issues.filter(pl.col("code") == "CONTACT_IN_USE")
-    for r in rows.head(200).iter_rows(named=True):
+    rows = issues.filter(pl.col("code") == "CONTACT_IN_USE").head(200)
+    owners = _contact_owners(conn, rows["value"])
+    for r in rows.iter_rows(named=True):
         value = (r["value"] or "").strip()
-        owner = None
-        if value:
-            owner = conn.execute(
-                select(ContactPoint.account_id).where(
-                    ContactPoint.value.in_({value, value.lower()})
-                )
-            ).scalar()
+        owner = owners.get(value, owners.get(value.lower())) if value else None
         out.append(
             {
                 "person": r["ids"] or "",
@@ -293,6 +290,28 @@ def _merge_candidates(
             }
         )
     return out
+
+
+def _contact_owners(conn: Connection, values: pl.Series) -> dict[str, int]:
+    """The accounts owning these email or phone values (as written, or lower-cased), in
+    one statement on the unique (kind, value) index: one query per value without the
+    kind scanned every contact point (0.1 s each at a million people)."""
+    wanted: set[str] = set()
+    for raw in values.drop_nulls().to_list():
+        if value := raw.strip():
+            wanted |= {value, value.lower()}
+    if not wanted:
+        return {}
+    owners: dict[str, int] = {}
+    for chunk in chunks(sorted(wanted)):
+        rows = conn.execute(
+            select(ContactPoint.value, ContactPoint.account_id).where(
+                ContactPoint.kind.in_((CONTACT_EMAIL, CONTACT_PHONE)),
+                ContactPoint.value.in_(chunk),
+            )
+        ).all()
+        owners.update((value, account) for value, account in rows)
+    return owners
 
 
 def build_issue_summary(data: ReportData, issues: pl.DataFrame) -> None:

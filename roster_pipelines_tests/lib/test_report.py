@@ -213,3 +213,34 @@ def test_per_school_figures_status_and_trend(tmp_path: Path, sqlite_url: str) ->
 def test_sparkline() -> None:
     assert sparkline([1, 5, 9]) == "▁▅█"
     assert sparkline([3, 3]) == "▁▁"
+
+
+def test_contacts_in_use_are_listed_with_the_account_that_owns_them(db_url: str) -> None:
+    from roster_pipelines.lib.report_data import _merge_candidates
+    from roster_pipelines.lib.store.models import Account, ContactPoint
+
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        owner = conn.execute(
+            sa.insert(Account).values(first_name="Ann", last_name="Lee").returning(Account.id)
+        ).scalar_one()
+        for kind, value in (("email", "ann.lee@example.org"), ("phone", "+16175550100")):
+            conn.execute(
+                sa.insert(ContactPoint).values(
+                    account_id=owner, kind=kind, value=value, verified=False, source="user"
+                )
+            )
+    issues = issues_frame(
+        [
+            issue_row("CONTACT_IN_USE", file="students.csv", row=r, value=v, message="in use")
+            for r, v in ((2, "Ann.Lee@example.org "), (3, "+16175550100"), (4, "nobody@x.org"))
+        ]
+        + [issue_row("EMAIL_INVALID", file="students.csv", row=5, value="+16175550100", message="")]
+    )
+    with engine.connect() as conn:
+        listed = _merge_candidates(conn, 1, "d1", issues)
+    assert [(e["contact"], e["existing_account_id"], e["where"]) for e in listed] == [
+        ("Ann.Lee@example.org", owner, "students.csv row 2"),
+        ("+16175550100", owner, "students.csv row 3"),
+        ("nobody@x.org", None, "students.csv row 4"),
+    ]
