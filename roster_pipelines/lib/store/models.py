@@ -23,6 +23,7 @@ from sqlalchemy import (
     UniqueConstraint,
     false,
     func,
+    text,
     true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -63,6 +64,16 @@ class Account(_Timestamps, Base):
     """A person's app account. Accounts are never deleted by a sync."""
 
     __tablename__ = "accounts"
+    # Every identity step reads the merged accounts (few) of the whole app: without
+    # this partial index it scanned every account (0.1 s at a million).
+    __table_args__ = (
+        Index(
+            "ix_accounts_merged",
+            "merged_into_id",
+            postgresql_where=text("merged_into_id IS NOT NULL"),
+            sqlite_where=text("merged_into_id IS NOT NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     first_name: Mapped[str | None] = mapped_column(String(255))
