@@ -179,19 +179,23 @@ def seeded(settings: Settings) -> dict[str, int]:
         }
 
 
+# The first drop against the `seeded` accounts: T1, Gus and Hana linked (Hana by her
+# email, in conflict with her phone's account); T2, four students and Dana created;
+# Ola (no contact) gets nothing.
+FIRST_DROP_DECISIONS = {
+    "already_linked": 0,
+    "linked": 3,
+    "created": 6,
+    "conflicts": 1,
+    "candidates": 1,
+}
+
+
 def test_decisions_resyncs_and_contact_updates(tmp_path: Path, settings: Settings, seeded) -> None:
     engine = make_engine(settings.database_url)
     first = sync_folder(drop(tmp_path / "d1"), district=DISTRICT, settings=settings, drop="d1")
     assert first.status == "applied"
-    # T1, Gus and Hana linked (Hana by her email, in conflict with her phone's account);
-    # T2, four students and Dana created; Ola (no contact) gets nothing.
-    assert first.decisions == {
-        "already_linked": 0,
-        "linked": 3,
-        "created": 6,
-        "conflicts": 1,
-        "candidates": 1,
-    }
+    assert first.decisions == FIRST_DROP_DECISIONS
     codes = first.issues.group_by("code").len()
     codes = dict(zip(codes["code"].to_list(), codes["len"].to_list(), strict=True))
     assert codes.get("IDENTITY_CONFLICT") == 1
@@ -434,12 +438,6 @@ def test_merge_candidates_that_fail_leave_the_drop_unapplied(
     monkeypatch.undo()
     again = sync_folder(folder, district=DISTRICT, settings=settings, drop="d1-again")
     assert again.status == "applied"
-    assert again.decisions == {
-        "already_linked": 0,
-        "linked": 3,
-        "created": 6,
-        "conflicts": 1,
-        "candidates": 1,
-    }
+    assert again.decisions == FIRST_DROP_DECISIONS
     with engine.connect() as conn:
         assert count(conn, SisLink) == 9
