@@ -29,10 +29,8 @@ from roster_pipelines.lib.background import in_background
 from roster_pipelines.lib.canonical import CONTACT_EMAIL, CONTACT_PHONE
 from roster_pipelines.lib.issues import CATALOGUE
 from roster_pipelines.lib.plan import FRESHNESS_DAYS
-from roster_pipelines.lib.store.frames import chunks
 from roster_pipelines.lib.store.models import (
     Class,
-    ContactPoint,
     Organisation,
     OrgMembership,
     SyncIssue,
@@ -293,25 +291,19 @@ def _merge_candidates(
 
 
 def _contact_owners(conn: Connection, values: pl.Series) -> dict[str, int]:
-    """The accounts owning these email or phone values (as written, or lower-cased), in
-    one statement on the unique (kind, value) index: one query per value without the
-    kind scanned every contact point (0.1 s each at a million people)."""
-    wanted: set[str] = set()
-    for raw in values.drop_nulls().to_list():
-        if value := raw.strip():
-            wanted |= {value, value.lower()}
-    if not wanted:
-        return {}
-    owners: dict[str, int] = {}
-    for chunk in chunks(sorted(wanted)):
-        rows = conn.execute(
-            select(ContactPoint.value, ContactPoint.account_id).where(
-                ContactPoint.kind.in_((CONTACT_EMAIL, CONTACT_PHONE)),
-                ContactPoint.value.in_(chunk),
-            )
-        ).all()
-        owners.update((value, account) for value, account in rows)
-    return owners
+    """The accounts owning these values (as written, or lower-cased) as an email or a
+    phone: `identity.contact_owners`, one lookup on the (kind, value) index for all of
+    them (one query per value by value alone scanned every contact point, 0.1 s each
+    at a million people)."""
+    from roster_pipelines.lib.identity import contact_owners
+
+    written = values.drop_nulls().str.strip_chars()
+    spellings = pl.concat([written, written.str.to_lowercase()]).unique()
+    wanted = pl.DataFrame({"kind": [CONTACT_EMAIL, CONTACT_PHONE]}).join(
+        spellings.filter(spellings != "").to_frame("value"), how="cross"
+    )
+    found = contact_owners(conn, wanted)
+    return dict(zip(found["value"].to_list(), found["account_id"].to_list(), strict=True))
 
 
 def build_issue_summary(data: ReportData, issues: pl.DataFrame) -> None:
