@@ -41,7 +41,15 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 
 import sqlalchemy as sa
-from bench_sync import PG_ADMIN, _drop_database, _fresh_database, archive, ensure_drops, settle
+from bench_sync import (
+    PG_ADMIN,
+    _drop_database,
+    _fresh_database,
+    admin,
+    archive,
+    ensure_drops,
+    settle,
+)
 
 from roster_pipelines.defs.sync import assets
 from roster_pipelines.defs.sync.inprocess import run_drop
@@ -147,11 +155,6 @@ class MemorySampler:
         self._thread.join()
 
 
-def _admin(sql: str) -> None:
-    with sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT").connect() as conn:
-        conn.execute(sa.text(sql))
-
-
 def _database_exists(name: str) -> bool:
     with sa.create_engine(PG_ADMIN).connect() as conn:
         return bool(
@@ -199,8 +202,8 @@ class Bench:
         """Back to the state after the initial drop, if one was kept."""
         if not (self.template and _database_exists(self.template) and self.kept_state.exists()):
             return False
-        _admin(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
-        _admin(f'CREATE DATABASE "{self.name}" TEMPLATE "{self.template}"')
+        admin(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+        admin(f'CREATE DATABASE "{self.name}" TEMPLATE "{self.template}"')
         shutil.rmtree(self.state, ignore_errors=True)
         shutil.copytree(self.kept_state, self.state, symlinks=True)
         return True
@@ -209,12 +212,12 @@ class Bench:
         """Keep the state after the initial drop (database as a template, state folder)."""
         if not self.template:
             return
-        _admin(f'DROP DATABASE IF EXISTS "{self.template}"')
-        _admin(  # the run's pooled connections would block the copy
+        admin(f'DROP DATABASE IF EXISTS "{self.template}"')
+        admin(  # the run's pooled connections would block the copy
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             f"WHERE datname = '{self.name}' AND pid <> pg_backend_pid()"
         )
-        _admin(f'CREATE DATABASE "{self.template}" TEMPLATE "{self.name}"')
+        admin(f'CREATE DATABASE "{self.template}" TEMPLATE "{self.name}"')
         shutil.rmtree(self.kept_state, ignore_errors=True)
         shutil.copytree(self.state, self.kept_state, symlinks=True)
 

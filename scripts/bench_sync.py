@@ -64,12 +64,17 @@ SCENARIOS = ("initial", "maintenance 1%", "repeat")
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
+def admin(sql: str) -> None:
+    """Run `sql` on the server's `postgres` database, outside a transaction."""
+    with sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT").connect() as conn:
+        conn.execute(sa.text(sql))
+
+
 def _fresh_database(kind: str, workdir: Path) -> str:
     if kind == "sqlite":
         return f"sqlite:///{workdir / f'bench-{uuid.uuid4().hex[:8]}.db'}"
     name = f"roster_bench_{uuid.uuid4().hex[:10]}"
-    with sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT").connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin(f'CREATE DATABASE "{name}"')
     return f"postgresql://postgres@127.0.0.1:5432/{name}"
 
 
@@ -78,16 +83,14 @@ def settle() -> None:
     database copied from a template, the floor's tables) before the run starts: the
     kernel writes dirty pages back after 30 s and Postgres checkpoints on its own,
     both in the middle of the next run, for work the pipeline did not do."""
-    with sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT").connect() as conn:
-        conn.execute(sa.text("CHECKPOINT"))
+    admin("CHECKPOINT")
     os.sync()
 
 
 def _drop_database(url: str) -> None:
     if url.startswith("postgresql"):
         name = url.rsplit("/", 1)[-1]
-        with sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT").connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _db_now(engine: sa.Engine) -> Any:
