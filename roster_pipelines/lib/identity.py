@@ -261,7 +261,9 @@ def _owners(conn: Connection, wanted: pl.DataFrame, district: pl.DataFrame) -> p
     """`contact_owners` of `wanted`, found first among the district's own contact points
     (`district`, OWNERS_SCHEMA): one email or phone is one row in the whole app, so a
     value found there has that owner; only the others are looked up app-wide."""
-    wanted = wanted.select("kind", "value").unique()
+    # Not made unique first (0.45 s at a million): a semi-join keeps each of the
+    # district's rows once, and `contact_owners` makes the (few) others unique.
+    wanted = wanted.select("kind", "value")
     known = district.join(wanted, on=["kind", "value"], how="semi")
     rest = wanted.join(known, on=["kind", "value"], how="anti")
     return pl.concat([known, contact_owners(conn, rest)], how="vertical_relaxed").cast(
