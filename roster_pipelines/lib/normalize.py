@@ -172,7 +172,7 @@ def map_distinct(values: pl.Series, fn: Callable[[str], str | None]) -> pl.Serie
 # email-validator's own ASCII dot-atom (email_validator.rfc_constants.DOT_ATOM_TEXT),
 # followed by one @ and an ASCII host name whose validity the library decides.
 _ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~-"
-_SIMPLE_EMAIL = rf"^[{_ATEXT}]+(?:\.[{_ATEXT}]+)*@[A-Za-z0-9.-]+$"
+_SIMPLE_EMAIL_PARTS = rf"^(?P<local>[{_ATEXT}]+(?:\.[{_ATEXT}]+)*)@(?P<domain>[A-Za-z0-9.-]+)$"
 _EMAIL_MAX_LENGTH = 254  # email-validator rejects longer addresses; they take the slow path
 
 
@@ -188,15 +188,19 @@ def normalize_email_series(values: pl.Series) -> pl.Series:
     frame = pl.DataFrame({"raw": values.cast(pl.String)}).with_columns(
         value=trimmed_expr(pl.col("raw"))
     )
-    frame = frame.with_columns(
-        simple=pl.col("value").str.contains(_SIMPLE_EMAIL).fill_null(False)
-        & (pl.col("value").str.len_chars() <= _EMAIL_MAX_LENGTH)
-    ).with_columns(
-        local=pl.when(pl.col("simple")).then(pl.col("value").str.extract(r"^(.*)@", 1)),
-        domain=pl.when(pl.col("simple")).then(
-            pl.col("value").str.extract(r"@(.*)$", 1).str.to_lowercase()
-        ),
-        other=pl.when(~pl.col("simple")).then("value"),
+    # One regex pass gives both parts of a simple address (null parts: not simple).
+    frame = (
+        frame.with_columns(parts=pl.col("value").str.extract_groups(_SIMPLE_EMAIL_PARTS))
+        .unnest("parts")
+        .with_columns(
+            simple=pl.col("local").is_not_null()
+            & (pl.col("value").str.len_chars() <= _EMAIL_MAX_LENGTH)
+        )
+        .with_columns(
+            local=pl.when(pl.col("simple")).then("local"),
+            domain=pl.when(pl.col("simple")).then(pl.col("domain").str.to_lowercase()),
+            other=pl.when(~pl.col("simple")).then("value"),
+        )
     )
     domain = map_distinct(frame["domain"], _normalize_domain)
     other = map_distinct(frame["other"], normalize_email)
