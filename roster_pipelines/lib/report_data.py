@@ -104,11 +104,17 @@ def row_schools(drop_folder: Path | None) -> pl.DataFrame:
             if not path.is_file():
                 continue
             try:
-                frame = pl.read_csv(path, infer_schema=False, encoding="utf8-lossy")
+                header = pl.read_csv(path, n_rows=0, infer_schema=False, encoding="utf8-lossy")
+                column = next(
+                    (c for c in header.columns if c.strip("\ufeff ") == "school_id"), None
+                )
+                if column is None:
+                    continue
+                # The one column only: the file is still read whole, but not kept.
+                frame = pl.read_csv(
+                    path, columns=[column], infer_schema=False, encoding="utf8-lossy"
+                )
             except (pl.exceptions.PolarsError, OSError):
-                continue
-            column = next((c for c in frame.columns if c.strip("\ufeff ") == "school_id"), None)
-            if column is None:
                 continue
             frames.append(
                 frame.select(
