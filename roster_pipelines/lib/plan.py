@@ -332,11 +332,10 @@ def _plan_contacts(
     #   district's values are not stale): new values are added, none replaced;
     # - a value another account owns stays where it is (CONTACT_IN_USE alert; identity
     #   resolution records the two accounts as merge candidates).
-    desired_contacts = (
-        roster.contacts.join(account_of, on="person_key")
-        .unique(subset=["kind", "value"], keep="first", maintain_order=True)
-        .join(contact_owners.rename({"account_id": "owner_id"}), on=["kind", "value"], how="left")
-    )
+    with_accounts = roster.contacts.join(account_of, on="person_key")
+    desired_contacts = with_accounts.unique(
+        subset=["kind", "value"], keep="first", maintain_order=True
+    ).join(contact_owners.rename({"account_id": "owner_id"}), on=["kind", "value"], how="left")
     taken = desired_contacts.filter(
         pl.col("owner_id").is_not_null() & (pl.col("owner_id") != pl.col("account_id"))
     )
@@ -359,9 +358,7 @@ def _plan_contacts(
         .sort(["account_id", "kind", "value"])
         .with_columns(n=pl.int_range(pl.len()).over(["account_id", "kind"]))
     )
-    drop_values = roster.contacts.join(account_of, on="person_key").select(
-        "account_id", "kind", "value"
-    )
+    drop_values = with_accounts.select("account_id", "kind", "value")
     shared = (
         identities.filter(pl.col("other_districts")).select("account_id")
         if "other_districts" in identities.columns
