@@ -477,6 +477,16 @@ def _first_wins(
     return winners, differing
 
 
+def _rows_of(contacts: pl.DataFrame, rows: pl.DataFrame) -> pl.DataFrame:
+    """The contact points `rows` (person_key, src_file, src_row) gave: the few people of
+    `rows` first, by key alone, then their rows (a join on the three columns hashed every
+    contact point of the drop)."""
+    keys = rows["person_key"].unique().implode()
+    return contacts.filter(pl.col("person_key").is_in(keys)).join(
+        rows, on=["person_key", *_SRC], how="semi"
+    )
+
+
 def _mark(frame: pl.DataFrame, column: str, keys: pl.Series, name: str) -> pl.DataFrame:
     """`frame` plus boolean column `name`: is the row's `column` value among `keys`?"""
     return frame.with_columns(pl.col(column).is_in(keys.implode()).fill_null(False).alias(name))
@@ -715,8 +725,9 @@ class _Validator:
         # Each row's contact points per kind, as an order-free signature (sum of hashes).
         # A parent's contact points are all theirs (they identify the parent): not compared.
         own_contacts = pl.col("role") != c.ROLE_PARENT
+        own_rows = repeated.filter(own_contacts).select(row_key)
         signature = (
-            contacts.join(repeated.filter(own_contacts).select(row_key), on=row_key, how="semi")
+            _rows_of(contacts, own_rows)
             .unique([*row_key, "kind", "value"])
             .group_by(row_key)
             .agg(
@@ -751,11 +762,8 @@ class _Validator:
         # Teachers and students: the winning row's contacts only (first row wins for contacts
         # too). Parents: the contact points of all their rows (repeats of one point are
         # merged by `resolve_contacts`).
-        contacts = contacts.join(
-            later.filter(own_contacts).select(row_key),
-            on=row_key,
-            how="anti",
-            maintain_order="left",
+        contacts = contacts.filter(
+            ~pl.col("_i").is_in(_rows_of(contacts, later.filter(own_contacts))["_i"].implode())
         )
         return people.filter(pl.col("_first")).drop("_first"), contacts
 
