@@ -700,13 +700,11 @@ def _same_guardian_by_phone(s: pl.DataFrame) -> pl.DataFrame:
         .agg(_email_key=pl.col("parent_key").min())
     )
     rekeyed = candidates.with_columns(name).join(email_keys, on=["g_phone", "_g_name"], how="inner")
-    return (
-        s.join(
-            rekeyed.select("src_row", "_email_key"), on="src_row", how="left", maintain_order="left"
-        )
-        .with_columns(parent_key=pl.coalesce("_email_key", "parent_key"))
-        .drop("_email_key")
+    # By row number (one per row of the file): a join carried every column of the file.
+    email_key = pl.col("src_row").replace_strict(
+        rekeyed["src_row"], rekeyed["_email_key"], default=None, return_dtype=pl.String
     )
+    return s.with_columns(parent_key=pl.coalesce(email_key, "parent_key"))
 
 
 def _students(frame: pl.DataFrame, out: _Parts) -> None:
