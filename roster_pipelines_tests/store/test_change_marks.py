@@ -15,7 +15,13 @@ from roster_pipelines.lib import operations as ops
 from roster_pipelines.lib.config import Settings
 from roster_pipelines.lib.store.engine import make_engine
 from roster_pipelines.lib.store.marks import changes_seen, unchanged_since_last_apply
-from roster_pipelines.lib.store.models import Account, ClassMembership, SisLink, SyncRun
+from roster_pipelines.lib.store.models import (
+    Account,
+    ClassMembership,
+    ContactPoint,
+    SisLink,
+    SyncRun,
+)
 from roster_pipelines.lib.store.state import find_district
 from roster_pipelines_tests.e2e.test_walking_skeleton import DISTRICT, initial_drop
 
@@ -121,6 +127,64 @@ def test_another_district_s_sync_renaming_a_shared_account_is_recorded(
     assert _recorded(engine, DISTRICT) == {teacher}
     assert not _unchanged(engine, DISTRICT)
     # ... and nothing for the district whose sync it was.
+    assert _unchanged(engine, OTHER)
+
+
+@pytest.mark.postgres
+def test_contact_points_the_app_writes_are_recorded_and_the_sync_s_are_not(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """Migration 0008: a contact point added, verified or deleted in the app records
+    its account; the sync's own contact writes (every contact of a first drop) do not."""
+    engine = make_engine(pg_url)
+    _sync(tmp_path, pg_url, DISTRICT, "c1")
+    assert _unchanged(engine, DISTRICT)
+    teacher, other = _account(engine, "teacher:T1"), _account(engine, "teacher:T2")
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(ContactPoint).values(
+                account_id=teacher, kind="phone", value="+12125550199", source="user"
+            )
+        )
+    assert _recorded(engine, DISTRICT) == {teacher}
+    _sync(tmp_path, pg_url, DISTRICT, "c2")
+    assert _unchanged(engine, DISTRICT)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(ContactPoint)
+            .where(ContactPoint.account_id == other, ContactPoint.kind == "email")
+            .values(verified=True)
+        )
+        conn.execute(sa.delete(ContactPoint).where(ContactPoint.value == "+12125550199"))
+    assert _recorded(engine, DISTRICT) == {teacher, other}
+
+
+@pytest.mark.postgres
+def test_another_district_s_sync_adding_a_contact_to_a_shared_account_is_recorded(
+    tmp_path: Path, pg_url: str
+) -> None:
+    engine = make_engine(pg_url)
+    _sync(tmp_path, pg_url, DISTRICT, "a1")
+    # The other district knows teacher T1 by the same email, with a phone this
+    # district never sent: its sync adds the phone to the shared account.
+    folder = initial_drop(tmp_path / "b1")
+    teachers = folder / "teachers.csv"
+    teachers.write_text(
+        teachers.read_text().replace(
+            "Ann.Lee@Lincoln.k12.us,", "Ann.Lee@Lincoln.k12.us,(212) 555-0142"
+        )
+    )
+    settings = Settings.from_env(state_dir=str(tmp_path / "state"), database_url=pg_url)
+    assert sync_folder(folder, district=OTHER, settings=settings).status == "applied"
+    teacher = _account(engine, "teacher:T1")
+    with engine.connect() as conn:
+        phones = conn.execute(
+            sa.select(ContactPoint.value).where(
+                ContactPoint.account_id == teacher, ContactPoint.kind == "phone"
+            )
+        ).scalars()
+        assert set(phones) == {"+12125550142"}
+    assert _recorded(engine, DISTRICT) == {teacher}
     assert _unchanged(engine, OTHER)
 
 

@@ -1,15 +1,16 @@
 """Change marks: what was written in a district's roster outside its own sync since
-its last applied drop (migration 0006, Postgres).
+its last applied drop (migrations 0006 and 0008, Postgres).
 
-Row triggers record the accounts whose rows anything but the district's sync wrote
-(`roster_account_changes`) and move a per-district counter when its schools or
-settings are written (`roster_change_marks`). The sync marks its transaction
-(`mark_sync_transaction`) so its own rows do not count, records the accounts of other
-districts it renamed (`log_shared_account_changes`), and its apply deletes the account
-records its plan saw (`consume_account_changes`) and records the counter its plan saw
-on its run. An incremental plan (lib/incremental.py) then needs: the last run applied
-in full with the counter unchanged since (`clean_base_run`), and the recorded accounts
-added to its scope. SQLite keeps no marks: there every sync plans in full.
+Row triggers record the accounts whose rows (contact points included, since 0008)
+anything but the district's sync wrote (`roster_account_changes`) and move a
+per-district counter when its schools or settings are written (`roster_change_marks`).
+The sync marks its transaction (`mark_sync_transaction`) so its own rows do not count,
+records the accounts of other districts whose names or contact points it wrote
+(`log_shared_account_changes`), and its apply deletes the account records its plan saw
+(`consume_account_changes`) and records the counter its plan saw on its run. An
+incremental plan (lib/incremental.py) then needs: the last run applied in full with
+the counter unchanged since (`clean_base_run`), and the recorded accounts added to its
+scope. SQLite keeps no marks: there every sync plans in full.
 """
 
 from __future__ import annotations
@@ -118,18 +119,26 @@ def consume_account_changes(conn: Connection, ids: pl.Series) -> None:
 
 def log_shared_account_changes(conn: Connection, plan: SyncPlan) -> int:
     """After the plan's writes: record, for every other district linking them, the
-    accounts whose names or dates the plan changed (the only rows of another
-    district's scope a sync writes; contact points and classes are planned whole).
-    Returns how many records were written (Postgres; 0 elsewhere)."""
-    ids = plan.accounts.updates["id"].cast(pl.Int64)
-    ids = ids.filter(ids > 0).unique().to_list()
-    if not is_postgres(conn) or not ids:
+    accounts whose names, dates or contact points the plan changed (the rows of another
+    district's scope a sync writes; classes are planned whole). Returns how many
+    records were written (Postgres; 0 elsewhere)."""
+    ids = pl.concat(
+        [
+            plan.accounts.updates["id"].cast(pl.Int64),
+            plan.contacts.adds["account_id"].cast(pl.Int64),
+        ]
+    )
+    ids = ids.filter(ids > 0).unique().sort().to_list()
+    contact_ids = plan.contacts.updates["id"].cast(pl.Int64).unique().sort().to_list()
+    if not is_postgres(conn) or not (ids or contact_ids):
         return 0
     return conn.execute(
         text(
             "INSERT INTO roster_account_changes (district_id, account_id) "
             "SELECT DISTINCT l.district_id, l.account_id FROM sis_links l "
-            "WHERE l.account_id = ANY(CAST(:ids AS bigint[])) AND l.district_id <> :d"
+            "WHERE l.district_id <> :d AND (l.account_id = ANY(CAST(:ids AS bigint[])) "
+            "OR l.account_id IN (SELECT cp.account_id FROM contact_points cp "
+            "WHERE cp.id = ANY(CAST(:contacts AS bigint[]))))"
         ),
-        {"ids": ids, "d": plan.district_id},
+        {"ids": ids, "contacts": contact_ids, "d": plan.district_id},
     ).rowcount
