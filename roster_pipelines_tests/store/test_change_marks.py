@@ -33,6 +33,16 @@ def _sync(tmp_path: Path, url: str, district: str, name: str):
     return sync_folder(initial_drop(tmp_path / name), district=district, settings=settings)
 
 
+def _sync_other_district(tmp_path: Path, url: str, teachers_edit: tuple[str, str]) -> str:
+    """The other district's first drop: this district's people, with one edit of its
+    teachers file (`teachers_edit`: old text, new text); its sync's status."""
+    folder = initial_drop(tmp_path / "other")
+    teachers = folder / "teachers.csv"
+    teachers.write_text(teachers.read_text().replace(*teachers_edit))
+    settings = Settings.from_env(state_dir=str(tmp_path / "state"), database_url=url)
+    return sync_folder(folder, district=OTHER, settings=settings).status
+
+
 def _unchanged(engine: sa.Engine, district: str) -> bool:
     with engine.connect() as conn:
         return unchanged_since_last_apply(conn, find_district(conn, district))
@@ -111,11 +121,7 @@ def test_another_district_s_sync_renaming_a_shared_account_is_recorded(
     _sync(tmp_path, pg_url, DISTRICT, "a1")
     # The other district sends the same people (its sync links them to this
     # district's accounts by email and phone), one teacher under another first name.
-    folder = initial_drop(tmp_path / "b1")
-    teachers = folder / "teachers.csv"
-    teachers.write_text(teachers.read_text().replace(",Ann,", ",Annabel,"))
-    settings = Settings.from_env(state_dir=str(tmp_path / "state"), database_url=pg_url)
-    assert sync_folder(folder, district=OTHER, settings=settings).status == "applied"
+    assert _sync_other_district(tmp_path, pg_url, (",Ann,", ",Annabel,")) == "applied"
     teacher = _account(engine, "teacher:T1")
     with engine.connect() as conn:
         linked_in_other = conn.execute(
@@ -167,15 +173,8 @@ def test_another_district_s_sync_adding_a_contact_to_a_shared_account_is_recorde
     _sync(tmp_path, pg_url, DISTRICT, "a1")
     # The other district knows teacher T1 by the same email, with a phone this
     # district never sent: its sync adds the phone to the shared account.
-    folder = initial_drop(tmp_path / "b1")
-    teachers = folder / "teachers.csv"
-    teachers.write_text(
-        teachers.read_text().replace(
-            "Ann.Lee@Lincoln.k12.us,", "Ann.Lee@Lincoln.k12.us,(212) 555-0142"
-        )
-    )
-    settings = Settings.from_env(state_dir=str(tmp_path / "state"), database_url=pg_url)
-    assert sync_folder(folder, district=OTHER, settings=settings).status == "applied"
+    edit = ("Ann.Lee@Lincoln.k12.us,", "Ann.Lee@Lincoln.k12.us,(212) 555-0142")
+    assert _sync_other_district(tmp_path, pg_url, edit) == "applied"
     teacher = _account(engine, "teacher:T1")
     with engine.connect() as conn:
         phones = conn.execute(
