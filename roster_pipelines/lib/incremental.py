@@ -6,8 +6,11 @@ sync has written the district's schools or settings since, the database holds wh
 that drop left except for the accounts written outside the sync, which triggers record
 (`lib/store/marks.py`). A person whose rows are the same in both drops, whose account
 no changed person shares and nothing else wrote, cannot be changed by the plan. The
-plan then reads and diffs only the changed people's accounts (`Scope`); schools,
-classes and contact points are small or need the whole drop and are planned in full.
+plan then reads and diffs only the changed people's accounts (`Scope`), their contact
+points included (migration 0008 records the app's contact writes); the people whose
+contact points the previous plan could not apply (another account owns the value, or
+a verified one is kept) are in the scope on every drop, since what decided it may
+have changed outside the district. Schools and classes are small and planned in full.
 docs/INCREMENTAL_SYNC.md has the reasoning; `plan.plan_differences` is how the test
 suite checks every incremental plan against the full one.
 """
@@ -25,14 +28,15 @@ from roster_pipelines.lib.identity import ALREADY_LINKED
 
 # Bumped whenever the plan's rules change: a drop planned by other rules than its
 # predecessor's plans in full (the database may not be what these rules would leave).
-PLAN_VERSION = "2026-11-30.1"
+PLAN_VERSION = "2026-12-01.1"
 
 _SOURCE_COLUMNS = ("src_file", "src_row")
-# The roster tables compared with the previous drop's (contact points are planned whole),
-# each with the columns the scope needs of a row that is gone.
+# The roster tables compared with the previous drop's, each with the columns the scope
+# needs of a row that is gone.
 _DIFFED_KEYS: dict[str, tuple[str, ...]] = {
     "schools": (),
     "people": ("person_key",),
+    "contacts": ("person_key",),
     "school_memberships": ("person_key",),
     "classes": ("owner_person_key",),
     "enrollments": ("person_key", "role"),
@@ -131,7 +135,7 @@ def changed_people(
     new: RosterFingerprint, old: RosterFingerprint
 ) -> tuple[pl.Series, dict[str, int]] | None:
     """The keys of the people whose own rows changed between two drops (their people,
-    school, enrollment and guardian rows; an owner of a changed class; the guardians of
+    contact, school, enrollment and guardian rows; an owner of a changed class; the guardians of
     a student whose enrollments changed), and the changed rows per table. None when
     the schools changed: then everything is planned in full."""
     delta = {table: changed_rows(new.tables[table], old.tables[table]) for table in _DIFFED_KEYS}
@@ -148,6 +152,7 @@ def changed_people(
     keys = pl.concat(
         [
             delta["people"]["person_key"],
+            delta["contacts"]["person_key"],
             delta["school_memberships"]["person_key"],
             delta["enrollments"]["person_key"],
             delta["classes"]["owner_person_key"],

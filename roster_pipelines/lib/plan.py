@@ -316,9 +316,13 @@ def _plan_contacts(
     current: CurrentState,
     contact_owners: pl.DataFrame,
     account_of: pl.DataFrame,
+    people: pl.Series | None = None,
 ) -> tuple[TableChanges, list[pl.DataFrame]]:
-    """Contact points, and the alerts about them."""
+    """Contact points, and the alerts about them; for the people in scope only when
+    `people` is given (every person of their accounts is in scope too, so each
+    account's contact points are diffed whole)."""
     plan_issues: list[pl.DataFrame] = []
+    account_of = _in_scope(account_of, people, "person_key")
     # Contact points (R4 and the contact-point conflicts; issue 4). One email or phone
     # belongs to one account:
     # - a value nobody owns goes to the person's account: it *replaces* a stale
@@ -332,7 +336,9 @@ def _plan_contacts(
     #   district's values are not stale): new values are added, none replaced;
     # - a value another account owns stays where it is (CONTACT_IN_USE alert; identity
     #   resolution records the two accounts as merge candidates).
-    with_accounts = roster.contacts.join(account_of, on="person_key")
+    with_accounts = _in_scope(roster.contacts, people, "person_key").join(
+        account_of, on="person_key"
+    )
     desired_contacts = with_accounts.unique(
         subset=["kind", "value"], keep="first", maintain_order=True
     ).join(contact_owners.rename({"account_id": "owner_id"}), on=["kind", "value"], how="left")
@@ -562,8 +568,8 @@ def build_plan(
     lists existing accounts owning any contact value of the drop.
 
     With a `scope` (an incremental plan, lib/incremental.py) `current` holds only the
-    scope's accounts, and people, memberships and guardianships are diffed for the
-    scope's people only; schools, classes and contact points are planned whole."""
+    scope's accounts, and people, contact points, memberships and guardianships are
+    diffed for the scope's people only; schools and classes are planned whole."""
     people = scope.people if scope is not None else None
     # Each part is its own function so its intermediate frames are freed when it
     # returns: at a million people they held about 1.8 GB at once.
@@ -572,7 +578,7 @@ def build_plan(
         roster, identities, current, people
     )
     contacts_changes, contact_issues = _plan_contacts(
-        roster, identities, current, contact_owners, account_of
+        roster, identities, current, contact_owners, account_of, people
     )
     classes_changes, class_ids = _plan_classes(roster, current, org_ids, account_of)
     org_membership_changes = _plan_org_memberships(roster, current, org_ids, account_of, people)

@@ -331,6 +331,10 @@ def _incremental_scope(
     if found is None:
         return None
     changed, counts = found
+    # Whether their contact points can be applied now depends on accounts outside the
+    # district (an owner may have let a value go): planned again on every drop.
+    refused = _people_with_refused_contacts(conn, base.run_id)
+    changed = pl.concat([changed, refused]).unique().sort()
     limit = MAX_SCOPE_SHARE * max(identity.identities.height, 1)
     if changed.len() > limit:  # before reading anything more
         return None
@@ -345,6 +349,23 @@ def _incremental_scope(
     if scope.people.len() > limit:
         return None
     return scope
+
+
+# The alerts of contact points a plan could not apply (`plan._plan_contacts`).
+_REFUSED_CONTACT_CODES = ("CONTACT_IN_USE", "CONTACT_VERIFIED_KEPT")
+
+
+def _people_with_refused_contacts(conn: Connection, run_id: int) -> pl.Series:
+    """The people whose contact points the run's plan refused (its alerts name them
+    `person=<key>`)."""
+    keys = conn.execute(
+        text(
+            "SELECT DISTINCT substr(ids, 8) FROM sync_issues WHERE sync_run_id = :r "
+            "AND code = ANY(CAST(:codes AS text[])) AND ids LIKE 'person=%'"
+        ),
+        {"r": run_id, "codes": list(_REFUSED_CONTACT_CODES)},
+    ).scalars()
+    return pl.Series("person_key", list(keys), pl.String)
 
 
 def _accounts_linked_to(conn: Connection, district_id: int, person_keys: pl.Series) -> list[int]:

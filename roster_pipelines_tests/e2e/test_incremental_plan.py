@@ -25,7 +25,7 @@ from roster_pipelines.lib.drops import partition_key
 from roster_pipelines.lib.formats import get_adapter
 from roster_pipelines.lib.generator import generate_district
 from roster_pipelines.lib.store.engine import make_engine
-from roster_pipelines.lib.store.models import SisLink
+from roster_pipelines.lib.store.models import Account, ContactPoint, SisLink
 from roster_pipelines.lib.sync import IncrementalMismatch, StalePlan, plan_drop, resolve_drop
 
 pytestmark = pytest.mark.postgres
@@ -35,12 +35,14 @@ DISTRICT = "incremental-usd"
 
 @pytest.fixture(scope="module")
 def drops(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    """A generated district, a 1 % churn maintenance drop of it, and one more drop."""
+    """A generated district, a 1 % churn maintenance drop of it, and a 0.5 % one after
+    it (at 1,500 people a 1 % drop touches a quarter of the district, where a plan
+    goes in full)."""
     root = tmp_path_factory.mktemp("incremental-drops")
     initial, second, third = root / "initial", root / "second", root / "third"
     generate_district(initial, people=1500, seed=11)
     generate_district(second, people=1500, seed=12, maintenance_of=initial, churn=0.01)
-    generate_district(third, people=1500, seed=13, maintenance_of=second, churn=0.01)
+    generate_district(third, people=1500, seed=13, maintenance_of=second, churn=0.005)
     return initial, second, third
 
 
@@ -216,6 +218,84 @@ def test_a_newcomer_linked_to_another_district_s_account_is_planned_incrementall
             )
         ).scalars()
         assert len(set(accounts)) == 1  # the newcomer has the other district's account
+
+
+def _untouched_student_with_phone(drops: tuple[Path, ...]) -> str:
+    """The id of a student whose rows (with a phone of their own) are the same in
+    every drop: no churn puts them in a scope."""
+    rows: list[dict[str, set[str]]] = []
+    for folder in drops:
+        lines = (folder / "students.csv").read_text().splitlines()
+        by_id: dict[str, set[str]] = {}
+        for line in lines[1:]:
+            by_id.setdefault(line.split(",")[1], set()).add(line)
+        rows.append(by_id)
+    header = lines[0].split(",")
+    phone = header.index("student_phone")
+    for student, first in rows[0].items():
+        if all(r.get(student) == first for r in rows[1:]) and all(
+            line.split(",")[phone] for line in first
+        ):
+            return student
+    raise AssertionError("no untouched student with a phone in the generated drops")
+
+
+def test_contact_points_written_in_the_app_are_planned_incrementally(
+    tmp_path: Path, pg_url: str, drops: tuple[Path, Path, Path]
+) -> None:
+    """Migration 0008 and the refused contacts: an untouched student's SIS phone is
+    taken from their account and given to an account outside the district; the next
+    drop plans the student (the trigger recorded their account) and cannot give the
+    phone back (CONTACT_IN_USE). The owner then lets the phone go, which no district
+    hears of: the drop after plans the student again because of that alert, and gives
+    it back. Each plan is checked against the full plan (ROSTER_VERIFY_INCREMENTAL)."""
+    initial, second, third = drops
+    settings = _settings(tmp_path, pg_url)
+    engine = make_engine(pg_url)
+    assert _sync(initial, settings, "d1") == "applied"
+    student = f"student:{_untouched_student_with_phone(drops)}"
+    with engine.begin() as conn:
+        account = conn.execute(
+            sa.select(SisLink.account_id).where(SisLink.person_key == student)
+        ).scalar_one()
+        phone = conn.execute(
+            sa.delete(ContactPoint)
+            .where(ContactPoint.account_id == account, ContactPoint.kind == "phone")
+            .returning(ContactPoint.value)
+        ).scalar_one()
+        owner = conn.execute(
+            sa.insert(Account).values(first_name="Someone", last_name="Else").returning(Account.id)
+        ).scalar_one()
+        conn.execute(
+            sa.insert(ContactPoint).values(
+                account_id=owner, kind="phone", value=phone, source="user"
+            )
+        )
+
+    def phone_owner() -> int:
+        with engine.connect() as conn:
+            return conn.execute(
+                sa.select(ContactPoint.account_id).where(ContactPoint.value == phone)
+            ).scalar_one()
+
+    assert _sync(second, settings, "d2") == "applied"
+    assert _plan_scope(settings, "d2") is not None
+    assert phone_owner() == owner
+    with engine.connect() as conn:
+        alerts = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM sync_issues i JOIN sync_runs r ON r.id = i.sync_run_id "
+                "WHERE r.drop_id = 'd2' AND i.code = 'CONTACT_IN_USE' AND i.ids = :ids"
+            ),
+            {"ids": f"person={student}"},
+        ).scalar_one()
+    assert alerts == 1
+
+    with engine.begin() as conn:
+        conn.execute(sa.delete(ContactPoint).where(ContactPoint.account_id == owner))
+    assert _sync(third, settings, "d3") == "applied"
+    assert _plan_scope(settings, "d3") is not None
+    assert phone_owner() == account
 
 
 def test_a_drop_applied_between_identity_and_plan_makes_the_plan_stale(
