@@ -137,6 +137,15 @@ class SyncPlan:
         }
 
 
+# The alerts of contact points a plan could not apply (another account owns the value,
+# or the account's verified one is kept); the next incremental plan re-checks their people.
+CONTACT_IN_USE = "CONTACT_IN_USE"
+CONTACT_VERIFIED_KEPT = "CONTACT_VERIFIED_KEPT"
+REFUSED_CONTACT_CODES = (CONTACT_IN_USE, CONTACT_VERIFIED_KEPT)
+# How a person-level issue names its person in `ids` (`person=<person_key>`).
+PERSON_IDS_PREFIX = "person="
+
+
 def _person_issues(
     rows: pl.DataFrame, code: str, message: pl.Expr, *, with_value: bool = True
 ) -> pl.DataFrame:
@@ -147,7 +156,7 @@ def _person_issues(
         rows.select(
             file="src_file",
             row="src_row",
-            ids=pl.format("person={}", "person_key"),
+            ids=pl.concat_str(pl.lit(PERSON_IDS_PREFIX), "person_key"),
             field=pl.col("source_column") if with_value else none,
             value=pl.col("raw_value") if with_value else none,
             message=message,
@@ -336,9 +345,7 @@ def _plan_contacts(
     #   district's values are not stale): new values are added, none replaced;
     # - a value another account owns stays where it is (CONTACT_IN_USE alert; identity
     #   resolution records the two accounts as merge candidates).
-    with_accounts = _in_scope(roster.contacts, people, "person_key").join(
-        account_of, on="person_key"
-    )
+    with_accounts = roster.contacts.join(account_of, on="person_key")
     desired_contacts = with_accounts.unique(
         subset=["kind", "value"], keep="first", maintain_order=True
     ).join(contact_owners.rename({"account_id": "owner_id"}), on=["kind", "value"], how="left")
@@ -348,7 +355,7 @@ def _plan_contacts(
     plan_issues.append(
         _person_issues(
             taken,
-            "CONTACT_IN_USE",
+            CONTACT_IN_USE,
             pl.format(
                 "{} row {}: {} already belongs to another account in the app, so it was not "
                 "added to this person",
@@ -392,7 +399,7 @@ def _plan_contacts(
     plan_issues.append(
         _person_issues(
             kept,
-            "CONTACT_VERIFIED_KEPT",
+            CONTACT_VERIFIED_KEPT,
             pl.format(
                 "{} row {}: the SIS {} {} was not applied: the account's verified {} {} is never "
                 "overwritten by a sync",

@@ -40,6 +40,8 @@ from roster_pipelines.lib.issues import ISSUES_SCHEMA, concat_issues, issue_row,
 from roster_pipelines.lib.notify.outbox import enqueue_sync_notifications
 from roster_pipelines.lib.plan import (
     CHANGE_KEYS,
+    PERSON_IDS_PREFIX,
+    REFUSED_CONTACT_CODES,
     SyncPlan,
     build_plan,
     changes_frame,
@@ -351,19 +353,20 @@ def _incremental_scope(
     return scope
 
 
-# The alerts of contact points a plan could not apply (`plan._plan_contacts`).
-_REFUSED_CONTACT_CODES = ("CONTACT_IN_USE", "CONTACT_VERIFIED_KEPT")
-
-
 def _people_with_refused_contacts(conn: Connection, run_id: int) -> pl.Series:
-    """The people whose contact points the run's plan refused (its alerts name them
-    `person=<key>`)."""
+    """The people whose contact points the run's plan refused (`REFUSED_CONTACT_CODES`
+    alerts, which name their person as `PERSON_IDS_PREFIX<key>`)."""
     keys = conn.execute(
         text(
-            "SELECT DISTINCT substr(ids, 8) FROM sync_issues WHERE sync_run_id = :r "
-            "AND code = ANY(CAST(:codes AS text[])) AND ids LIKE 'person=%'"
+            "SELECT DISTINCT substr(ids, :start) FROM sync_issues WHERE sync_run_id = :r "
+            "AND code = ANY(CAST(:codes AS text[])) AND starts_with(ids, :prefix)"
         ),
-        {"r": run_id, "codes": list(_REFUSED_CONTACT_CODES)},
+        {
+            "r": run_id,
+            "codes": list(REFUSED_CONTACT_CODES),
+            "prefix": PERSON_IDS_PREFIX,
+            "start": len(PERSON_IDS_PREFIX) + 1,
+        },
     ).scalars()
     return pl.Series("person_key", list(keys), pl.String)
 
