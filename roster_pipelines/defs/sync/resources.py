@@ -97,7 +97,9 @@ def _on_disk(asset: dg.AssetKey, obj: Any) -> Any:
     if asset == PARSED_ROSTER:
         return _ParsedFromArchive()
     if asset == VALIDATED_ROSTER and isinstance(obj, Roster):
-        return _ValidatedFromArchive(fingerprint(obj))
+        stored = fingerprint(obj)
+        stored.digest()  # kept with it (the next drop's plan checks it)
+        return _ValidatedFromArchive(stored)
     if isinstance(obj, IdentityResult):
         return dataclasses.replace(obj.settled(), contact_owners=None, district_contacts=None)
     return obj
