@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, exists, func, or_, select
+from sqlalchemy.orm import aliased
 
 from roster_pipelines.lib.background import in_background
 from roster_pipelines.lib.canonical import CONTACT_EMAIL, CONTACT_PHONE
@@ -184,14 +185,27 @@ def school_rows(
             )
         ).all()
     )
+    # A person is counted once per school and role: their SIS membership, or a manual
+    # one where no active SIS one is beside it (one of each at most). Rows counted this
+    # way, not `count(DISTINCT account_id)`, whose sort took 0.6 s at a million people.
+    sis_twin = aliased(OrgMembership)
     people = conn.execute(
-        select(
-            OrgMembership.org_id,
-            OrgMembership.role,
-            func.count(OrgMembership.account_id.distinct()),
-        )
+        select(OrgMembership.org_id, OrgMembership.role, func.count())
         .join(Organisation, Organisation.id == OrgMembership.org_id)
-        .where(Organisation.district_id == district_id, OrgMembership.active)
+        .where(
+            Organisation.district_id == district_id,
+            OrgMembership.active,
+            or_(
+                OrgMembership.source == "sis",
+                ~exists().where(
+                    sis_twin.org_id == OrgMembership.org_id,
+                    sis_twin.account_id == OrgMembership.account_id,
+                    sis_twin.role == OrgMembership.role,
+                    sis_twin.source == "sis",
+                    sis_twin.active,
+                ),
+            ),
+        )
         .group_by(OrgMembership.org_id, OrgMembership.role)
     ).all()
     classes = conn.execute(

@@ -16,7 +16,7 @@ from roster_pipelines.lib.issues import issue_row, issues_frame
 from roster_pipelines.lib.report import render_markdown, sparkline, write_report
 from roster_pipelines.lib.report_data import attribute_issues, build_report_data
 from roster_pipelines.lib.store.engine import make_engine
-from roster_pipelines.lib.store.models import Class
+from roster_pipelines.lib.store.models import Class, OrgMembership, SisLink
 from roster_pipelines.lib.sync import SyncOutcome, zero_changes
 from roster_pipelines_tests.conftest import write_drop
 from roster_pipelines_tests.e2e.test_walking_skeleton import (
@@ -155,8 +155,8 @@ def test_issue_ids_read_column_wise_like_a_person_reads_them() -> None:
     assert got == [None, None, "S1", "S2", "K1", "K1", None, None, "K2", "S5", None]
 
 
-def test_per_school_figures_status_and_trend(tmp_path: Path, sqlite_url: str) -> None:
-    settings = Settings.from_env(state_dir=str(tmp_path / "state"), database_url=sqlite_url)
+def test_per_school_figures_status_and_trend(tmp_path: Path, db_url: str) -> None:
+    settings = Settings.from_env(state_dir=str(tmp_path / "state"), database_url=db_url)
     schools = [["S1", "<script>Lincoln</script>"], ["S2", "Riverside YMCA After-School Program"]]
     rows = {
         "schools.csv": schools,
@@ -168,9 +168,10 @@ def test_per_school_figures_status_and_trend(tmp_path: Path, sqlite_url: str) ->
     sync_folder(
         write_drop(tmp_path / "d1", rows), district="lincoln-usd", settings=settings, drop="d1"
     )
-    engine = make_engine(sqlite_url)
+    engine = make_engine(db_url)
     with engine.begin() as conn:
         conn.execute(sa.update(Class).where(Class.sis_class_id == "C1").values(claimed=True))
+
     # The second drop drops S2: it is not connected any more.
     rows2 = {
         **rows,
@@ -183,6 +184,26 @@ def test_per_school_figures_status_and_trend(tmp_path: Path, sqlite_url: str) ->
     out = sync_folder(
         write_drop(tmp_path / "d2", rows2), district="lincoln-usd", settings=settings, drop="d2"
     )
+    with engine.begin() as conn:
+        # A manual membership beside a teacher's SIS one (counted once), and one of a
+        # student whose SIS membership is inactive (counted: still a member).
+        for sis_id, role, drop_sis in (("T1", "teacher", False), ("ST1", "student", True)):
+            account, org = conn.execute(
+                sa.select(OrgMembership.account_id, OrgMembership.org_id)
+                .join(SisLink, SisLink.account_id == OrgMembership.account_id)
+                .where(SisLink.sis_id == sis_id, OrgMembership.role == role)
+            ).first()
+            conn.execute(
+                sa.insert(OrgMembership).values(
+                    org_id=org, account_id=account, role=role, source="manual"
+                )
+            )
+            if drop_sis:
+                conn.execute(
+                    sa.update(OrgMembership)
+                    .where(OrgMembership.account_id == account, OrgMembership.source == "sis")
+                    .values(active=False)
+                )
     data = build_report_data(
         engine,
         district="lincoln-usd",
