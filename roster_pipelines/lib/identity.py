@@ -141,6 +141,10 @@ class Resolution:
     # Works out `candidates` when they were asked for later (the similar-people scan
     # is a third of identity's time and nothing but the report needs its result).
     later_candidates: Callable[[], pl.DataFrame] | None = None
+    # What `scope_of` returned: the people an incremental plan looks at (None: all).
+    # `identities` flags `other_districts` for their accounts only, and `contact_owners`
+    # holds the owners of their contact points and of the new people's.
+    scope_people: pl.Series | None = None
 
 
 # --- reading the database set-based --------------------------------------------------
@@ -330,7 +334,7 @@ def _base_run_id(conn: Connection, district_id: int) -> int:
 
 
 def _read_district(
-    conn: Connection, district_id: int
+    conn: Connection, district_id: int, *, contacts: bool = True
 ) -> tuple[dict[str, pl.DataFrame], Callable[[], pl.DataFrame], int]:
     """The district's SIS links (each with its surviving account: tombstones followed),
     its linked accounts' contact points (`contacts`) and their owners (`owners`); as a
@@ -340,14 +344,18 @@ def _read_district(
 
     On Postgres the people are read in a thread of their own while the rest is read
     and the decisions are made (about 1.5 s less at a million people on two cores),
-    and the other reads run two at a time (`frames.read_many`)."""
+    and the other reads run two at a time (`frames.read_many`).
+
+    Without `contacts` (an incremental drop: `resolve_identities`' `scope_of`) the
+    district's contact points are not read, nor their owners worked out."""
     # The run the reads reflect is read first: a drop applied meanwhile makes the plan
     # refuse this result (`sync.plan_drop`).
     base_run_id = _base_run_id(conn, district_id)
+    queries = {k: q for k, q in _DISTRICT_QUERIES.items() if contacts or k != "contacts"}
     if not is_postgres(conn):
         read = {
             name: query_frame(conn, sql, schema, {"d": district_id})
-            for name, (sql, schema) in _DISTRICT_QUERIES.items()
+            for name, (sql, schema) in queries.items()
         }
         people_later = partial(query_frame, conn, *_PEOPLE_QUERY, {"d": district_id})
     else:
@@ -360,12 +368,21 @@ def _read_district(
         people = in_background(
             lambda: read_many(conn, {"people": bound(*_PEOPLE_QUERY)}, workers=1)["people"]
         )
-        read = read_many(conn, {name: bound(*q) for name, q in _DISTRICT_QUERIES.items()})
+        read = read_many(conn, {name: bound(*q) for name, q in queries.items()})
         people_later = people.result
-    merged = read.pop("merged")
-    read["owners"] = _surviving(read["contacts"], merged, list(OWNERS_SCHEMA))
-    read["links"] = _surviving(read["links"], merged, list(_LINKS_SCHEMA))
+    if contacts:
+        read["owners"] = _surviving(read["contacts"], read["merged"], list(OWNERS_SCHEMA))
+    read["links"] = _surviving(read["links"], read["merged"], list(_LINKS_SCHEMA))
     return read, people_later, base_run_id
+
+
+def _read_district_contacts(
+    conn: Connection, district_id: int, merged: pl.DataFrame
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The district's contact points and their owners, as `_read_district` reads them."""
+    sql, schema = _DISTRICT_QUERIES["contacts"]
+    frame = query_frame(conn, sql, schema, {"d": district_id})
+    return frame, _surviving(frame, merged, list(OWNERS_SCHEMA))
 
 
 def _surviving(frame: pl.DataFrame, merged: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
@@ -405,21 +422,39 @@ def _first_rows(roster: Roster) -> pl.DataFrame:
 
 
 def resolve_identities(
-    conn: Connection, district_id: int, roster: Roster, *, candidates_later: bool = False
+    conn: Connection,
+    district_id: int,
+    roster: Roster,
+    *,
+    candidates_later: bool = False,
+    scope_of: Callable[[pl.DataFrame], pl.Series | None] | None = None,
 ) -> Resolution:
     """Every person of the drop with its account (null when one must be created), the
     decision and its reason; plus the merge candidates the drop reveals, or with
-    `candidates_later` a function that works them out."""
+    `candidates_later` a function that works them out.
+
+    `scope_of` (an incremental drop) is given every person's identity and returns the
+    people the drop's plan looks at (None: all of them). A person already linked needs
+    nothing but their link, so the district's million contact points are not read:
+    only the owners of the new people's contact points and of the scope's are looked
+    up, and the contact conflicts of already-linked people (merge candidates) are
+    looked for in the scope only. `Resolution.scope_people` holds what it returned."""
     first_rows = _first_rows(roster)
     people = first_rows.select("person_key", "role", "sis_id", "src_file", "src_row")
-    read, district_people, base_run_id = _read_district(conn, district_id)
+    read, district_people, base_run_id = _read_district(
+        conn, district_id, contacts=scope_of is None
+    )
     links = read["links"]
     contacts = roster.contacts.select("person_key", "kind", "value")
-    owners = _owners(conn, contacts, read["owners"])
     present = people.select("person_key")
 
     bound = people.join(links.select("person_key", "account_id"), on="person_key", how="inner")
     unbound = people.join(links, on="person_key", how="anti")
+    if scope_of is None:
+        owners = _owners(conn, contacts, read["owners"])
+    else:
+        # Only a person without a link is matched by contact (`options` below).
+        owners = contact_owners(conn, contacts.join(unbound, on="person_key", how="semi"))
 
     matched = contacts.join(owners, on=["kind", "value"], how="inner").join(
         people.select("person_key", "role"), on="person_key"
@@ -584,7 +619,32 @@ def resolve_identities(
     identities = pl.concat(
         [already.select(cols), linked.select(cols), created.select(cols)], how="vertical_relaxed"
     )
-    elsewhere = _linked_elsewhere(conn, district_id, identities["account_id"])
+    scope_people = None if scope_of is None else scope_of(identities)
+    checked = identities["account_id"]
+    if scope_of is not None and scope_people is None:
+        # Planned in full after all: the district's contact points, as without a scope.
+        read["contacts"], district_owners = _read_district_contacts(
+            conn, district_id, read["merged"]
+        )
+        owners = _owners(conn, contacts, district_owners)
+        matched = contacts.join(owners, on=["kind", "value"], how="inner").join(
+            people.select("person_key", "role"), on="person_key"
+        )
+    elif scope_people is not None:
+        # The owners of the scope's contact points (the plan's too), and the flag below
+        # for the scope's accounts only: the plan looks at no other.
+        in_scope = contacts.join(scope_people.to_frame("person_key"), on="person_key", how="semi")
+        unknown = in_scope.join(owners, on=["kind", "value"], how="anti")
+        owners = pl.concat([owners, contact_owners(conn, unknown)], how="vertical_relaxed").cast(
+            OWNERS_SCHEMA
+        )
+        matched = in_scope.join(owners, on=["kind", "value"], how="inner").join(
+            people.select("person_key", "role"), on="person_key"
+        )
+        checked = identities.filter(pl.col("person_key").is_in(scope_people.implode()))[
+            "account_id"
+        ]
+    elsewhere = _linked_elsewhere(conn, district_id, checked)
     identities = identities.with_columns(
         other_districts=pl.col("account_id").is_in(elsewhere.implode()).fill_null(False)
     ).cast(IDENTITY_SCHEMA)
@@ -652,9 +712,10 @@ def resolve_identities(
         identities=identities,
         candidates=None if candidates_later else all_candidates(),
         contact_owners=owners,
-        district_contacts=read["contacts"],
+        district_contacts=read.get("contacts"),
         base_run_id=base_run_id,
         later_candidates=all_candidates if candidates_later else None,
+        scope_people=scope_people,
     )
 
 

@@ -100,6 +100,13 @@ class IdentityResult:
     # The merge candidates, still being worked out and recorded in a thread of their own
     # (`decisions` has no "candidates" count yet): `settled()` waits for them.
     pending: Future[pl.DataFrame] | None = None
+    # When identity was given the previous drop's fingerprint (`resolve_drop`'s
+    # `previous`), it worked out the incremental plan's scope (None: plan in full) and
+    # read the writes outside the sync that scope accounts for (`seen`); the plan uses
+    # both. Otherwise (`scope_decided` False) the plan works them out itself.
+    scope: Scope | None = None
+    scope_decided: bool = False
+    seen: ChangesSeen | None = None
 
     def settled(self) -> IdentityResult:
         """This result with its merge candidates (waiting for them if need be)."""
@@ -175,17 +182,44 @@ def resolve_drop(
     *,
     drop: str | None = None,
     candidates_in_background: bool = False,
+    previous: Callable[[str], RosterFingerprint | None] | None = None,
 ) -> IdentityResult:
     """Register the district on its first drop, then resolve every person's account and
     record the merge candidates the drop reveals (tied to the drop by `drop`).
 
     `candidates_in_background` (Postgres): the merge candidates are worked out and
     recorded in a thread of their own, in their own transaction, while the caller goes
-    on to plan the drop; `IdentityResult.settled()` waits for them."""
+    on to plan the drop; `IdentityResult.settled()` waits for them.
+
+    `previous` gives the fingerprint of an earlier drop's validated roster (as
+    `plan_drop`'s does): with it, the incremental plan's scope is worked out here, and
+    a maintenance drop's identity reads and matches no more of the district than that
+    scope needs (`identity.resolve_identities`' `scope_of`)."""
     later = candidates_in_background and engine.dialect.name == "postgresql"
+    decided: list[Scope | None] = []
     with engine.begin() as conn:
         district_id = get_or_create_district(conn, district)
-        resolution = resolve_identities(conn, district_id, roster, candidates_later=later)
+        seen = None if previous is None else changes_seen(conn, district_id)
+        found = (
+            None
+            if previous is None or seen is None
+            else _changed_since_base(conn, district_id, roster, previous, seen)
+        )
+        scope_of = None
+        if found is not None and seen is not None:
+            changed, counts = found
+            base_seen = seen
+
+            def scope_of(identities: pl.DataFrame) -> pl.Series | None:
+                scope = _scope_after_identity(
+                    conn, district_id, identities, changed, counts, base_seen
+                )
+                decided.append(scope)
+                return None if scope is None else scope.people
+
+        resolution = resolve_identities(
+            conn, district_id, roster, candidates_later=later, scope_of=scope_of
+        )
         if resolution.candidates is not None:
             record_candidates(conn, district_id, drop, resolution.candidates)
     result = IdentityResult(
@@ -195,6 +229,9 @@ def resolve_drop(
         contact_owners=resolution.contact_owners,
         district_contacts=resolution.district_contacts,
         base_run_id=resolution.base_run_id,
+        scope=decided[0] if decided else None,
+        scope_decided=previous is not None,
+        seen=seen,
     )
     if resolution.candidates is not None:
         result.candidates = resolution.candidates
@@ -241,19 +278,27 @@ def plan_drop(
     Postgres is planned incrementally when that is exact (lib/incremental.py)."""
     now = now or utcnow()
     with engine.connect() as conn:
-        # Read before the state: writes committed later are for the next drop.
-        seen = changes_seen(conn, identity.district_id)
-        # The tables read whole either way are read while the scope is worked out.
-        whole = start_whole_reads(conn, identity.district_id, known=_read_by_identity(identity))
+        # Read before the state: writes committed later are for the next drop. (With
+        # the scope worked out by identity, the ones identity read, before it.)
+        seen = identity.seen if identity.scope_decided else None
+        if seen is None:
+            seen = changes_seen(conn, identity.district_id)
+        # The tables read whole either way are read while the scope is worked out; a
+        # scope known already has its contact points read with its other rows.
+        whole = start_whole_reads(
+            conn,
+            identity.district_id,
+            known=_read_by_identity(identity),
+            scoped=identity.scope is not None,
+        )
         _check_identity_is_current(conn, identity, whole)
-        scope = _incremental_scope(conn, identity, roster, previous, seen)
+        if identity.scope_decided:
+            scope = identity.scope
+        else:
+            scope = _incremental_scope(conn, identity, roster, previous, seen)
         plan = _plan(conn, identity, roster, now, scope, whole)
         if scope is not None and os.environ.get(VERIFY_INCREMENTAL_ENV):
-            differences = plan_differences(plan, _plan(conn, identity, roster, now, None))
-            if differences:
-                raise IncrementalMismatch(
-                    "the incremental plan differs from the full plan: " + "; ".join(differences)
-                )
+            _verify_incremental(conn, identity, roster, now, plan, scope)
     plan.change_mark = seen.mark
     plan.account_changes_seen = seen.account_changes["id"]
     return plan
@@ -311,6 +356,57 @@ def _read_by_identity(identity: IdentityResult) -> dict[str, pl.DataFrame | None
     return {"contacts": identity.district_contacts}
 
 
+def _verify_incremental(
+    conn: Connection,
+    identity: IdentityResult,
+    roster: Roster,
+    now: datetime,
+    plan: SyncPlan,
+    scope: Scope,
+) -> None:
+    """Verification mode: the incremental plan must equal the full plan, and a scope
+    identity worked out must be the one every person's full identity gives, with the
+    same identities."""
+    full = identity
+    differences: list[str] = []
+    if identity.scope_decided:
+        resolution = resolve_identities(conn, identity.district_id, roster, candidates_later=True)
+        full = replace(
+            identity,
+            identities=resolution.identities,
+            contact_owners=resolution.contact_owners,
+            district_contacts=resolution.district_contacts,
+            scope=None,
+            scope_decided=False,
+        )
+        differences += identity_differences(identity.identities, full.identities, scope)
+    differences += plan_differences(plan, _plan(conn, full, roster, now, None))
+    if differences:
+        raise IncrementalMismatch(
+            "the incremental plan differs from the full plan: " + "; ".join(differences)
+        )
+
+
+def identity_differences(scoped: pl.DataFrame, full: pl.DataFrame, scope: Scope) -> list[str]:
+    """How identities worked out for an incremental drop differ from every person's
+    full identity (`other_districts` is flagged for the scope's accounts only)."""
+    flagged = pl.col("person_key").is_in(scope.people.implode())
+    keep = [c for c in full.columns if c != "other_districts"]
+    problems = []
+    for name, frame in (("scoped", scoped), ("full", full)):
+        if frame["person_key"].is_duplicated().any():
+            problems.append(f"{name} identities repeat a person")
+    for name, a, b in (
+        ("identities", scoped.select(keep), full.select(keep)),
+        ("other_districts", scoped.filter(flagged), full.filter(flagged)),
+    ):
+        extra = a.join(b, on=a.columns, how="anti", nulls_equal=True).height
+        missing = b.join(a, on=b.columns, how="anti", nulls_equal=True).height
+        if extra or missing:
+            problems.append(f"{name}: {extra} rows only in the scoped, {missing} only in the full")
+    return problems
+
+
 def _incremental_scope(
     conn: Connection,
     identity: IdentityResult,
@@ -318,12 +414,34 @@ def _incremental_scope(
     previous: Callable[[str], RosterFingerprint | None] | None,
     seen: ChangesSeen,
 ) -> Scope | None:
-    """The part of the district this drop can change: the people whose rows differ from
-    the last applied drop's, and the accounts written outside the sync since (`seen`),
-    when that drop applied in full and its roster is stored; None: plan in full."""
-    if previous is None or os.environ.get(INCREMENTAL_ENV, "on").lower() == "off":
+    """The part of the district this drop can change (`_changed_since_base`,
+    `_scope_after_identity`), worked out from every person's identity; None: plan in
+    full."""
+    if previous is None:
         return None
-    base = clean_base_run(conn, identity.district_id, seen)
+    found = _changed_since_base(conn, identity.district_id, roster, previous, seen)
+    if found is None:
+        return None
+    changed, counts = found
+    return _scope_after_identity(
+        conn, identity.district_id, identity.identities, changed, counts, seen
+    )
+
+
+def _changed_since_base(
+    conn: Connection,
+    district_id: int,
+    roster: Roster,
+    previous: Callable[[str], RosterFingerprint | None],
+    seen: ChangesSeen,
+) -> tuple[pl.Series, dict[str, int]] | None:
+    """The people whose rows differ from the last applied drop's (and the changed rows
+    per table), when that drop applied in full, nothing but the sync wrote the
+    district's schools and settings since (`seen`) and its roster is stored; None:
+    plan in full."""
+    if os.environ.get(INCREMENTAL_ENV, "on").lower() == "off":
+        return None
+    base = clean_base_run(conn, district_id, seen)
     if base is None or base.plan_version != PLAN_VERSION:
         return None
     old = previous(base.drop_id)
@@ -337,15 +455,31 @@ def _incremental_scope(
     # district (an owner may have let a value go): planned again on every drop.
     refused = _people_with_refused_contacts(conn, base.run_id)
     changed = pl.concat([changed, refused]).unique().sort()
-    limit = MAX_SCOPE_SHARE * max(identity.identities.height, 1)
-    if changed.len() > limit:  # before reading anything more
+    if changed.len() > MAX_SCOPE_SHARE * max(roster.people["person_key"].n_unique(), 1):
+        return None  # before reading anything more
+    return changed, counts
+
+
+def _scope_after_identity(
+    conn: Connection,
+    district_id: int,
+    identities: pl.DataFrame,
+    changed: pl.Series,
+    counts: dict[str, int],
+    seen: ChangesSeen,
+) -> Scope | None:
+    """The changed people closed over their accounts (`scope_for`), with the accounts of
+    the people who left and those written outside the sync since the last apply
+    (`seen`); None when that is too much of the district to save anything."""
+    limit = MAX_SCOPE_SHARE * max(identities.height, 1)
+    if changed.len() > limit:
         return None
-    gone = changed.filter(changed.is_in(identity.identities["person_key"].implode()).not_())
-    accounts_of_gone = _accounts_linked_to(conn, identity.district_id, gone)
+    gone = changed.filter(changed.is_in(identities["person_key"].implode()).not_())
+    accounts_of_gone = _accounts_linked_to(conn, district_id, gone)
     scope = scope_for(
         changed,
         counts,
-        identity.identities,
+        identities,
         pl.concat([pl.Series(accounts_of_gone, dtype=pl.Int64), seen.accounts]),
     )
     if scope.people.len() > limit:

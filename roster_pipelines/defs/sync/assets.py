@@ -3,6 +3,8 @@ calls one `lib` function and attaches metadata; the logic lives in `lib/`."""
 
 # No `from __future__ import annotations` here: Dagster reads the annotations at runtime.
 
+from collections.abc import Callable
+
 import dagster as dg
 import polars as pl
 
@@ -175,6 +177,18 @@ def validated_roster(
     )
 
 
+def _stored_fingerprints(
+    roster_store: RosterStore, district: str
+) -> Callable[[str], RosterFingerprint | None]:
+    """The fingerprint of a drop of the district's validated roster, by drop id, as
+    this run's storage kept it (None: not kept)."""
+
+    def previous(previous_drop: str) -> RosterFingerprint | None:
+        return stored_fingerprint(roster_store.settings(), partition_key(district, previous_drop))
+
+    return previous
+
+
 @dg.asset(partitions_def=drops_partitions, group_name=GROUP, kinds={"sql"})
 def identity_resolution(
     context: dg.AssetExecutionContext,
@@ -182,7 +196,11 @@ def identity_resolution(
     raw_roster_files: DropManifest,
     validated_roster: Roster,
 ) -> IdentityResult:
-    """Every SIS person matched to an existing account or marked for creation (R1)."""
+    """Every SIS person matched to an existing account or marked for creation (R1).
+
+    A maintenance drop's people are compared with the last applied drop's (its stored
+    fingerprint) first: the plan's scope is worked out here, and only the people in it
+    are matched against the district's contact points (lib/incremental.py)."""
     result = resolve_drop(
         roster_store.engine(),
         raw_roster_files.district,
@@ -190,6 +208,7 @@ def identity_resolution(
         drop=raw_roster_files.drop,
         # Worked out while the drop is planned; the apply waits for them.
         candidates_in_background=True,
+        previous=_stored_fingerprints(roster_store, raw_roster_files.district),
     )
     context.add_output_metadata({**result.decisions, "people": result.identities.height})
     return result
@@ -208,12 +227,13 @@ def sync_plan(
     planned for the people it changes only (lib/incremental.py), against the
     fingerprint of that drop's validated roster as this run's storage kept it."""
     district, drop = split_partition_key(context.partition_key)
-
-    def previous(previous_drop: str) -> RosterFingerprint | None:
-        return stored_fingerprint(roster_store.settings(), partition_key(district, previous_drop))
-
     plan = plan_drop(
-        roster_store.engine(), identity_resolution, validated_roster, previous=previous
+        roster_store.engine(),
+        identity_resolution,
+        validated_roster,
+        # For an identity result that did not work out the scope (stored by an
+        # earlier version): the plan does.
+        previous=_stored_fingerprints(roster_store, district),
     )
     files = write_plan_files(plan, roster_store.settings().reports_root / district / drop)
     context.add_output_metadata(

@@ -154,22 +154,29 @@ class WholeReads:
 
     last: RunRef | None
     frames: Future[dict[str, pl.DataFrame]]
+    tables: tuple[str, ...] = WHOLE_TABLES  # what `frames` holds, or `known` did
 
 
 def start_whole_reads(
-    conn: Connection, district_id: int, known: dict[str, pl.DataFrame | None] | None = None
+    conn: Connection,
+    district_id: int,
+    known: dict[str, pl.DataFrame | None] | None = None,
+    *,
+    scoped: bool = False,
 ) -> WholeReads | None:
     """Start reading `WHOLE_TABLES` (Postgres, through their own connection: committed
     data) while the caller works out what else to read, except those `known` holds
-    already; None on SQLite."""
+    already; None on SQLite. `scoped` (the plan's scope is known already): the contact
+    points are left to the scoped reads, unless known."""
     if not is_postgres(conn):
         return None
     last = latest_run(conn, district_id)
     skip = _known(known)
+    tables = tuple(t for t in WHOLE_TABLES if not (scoped and t == "contacts" and t not in skip))
     queries = {
-        k: q for k, q in _state_queries(district_id).items() if k in WHOLE_TABLES and k not in skip
+        k: q for k, q in _state_queries(district_id).items() if k in tables and k not in skip
     }
-    return WholeReads(last, in_background(read_many, conn, queries, workers=1))
+    return WholeReads(last, in_background(read_many, conn, queries, workers=1), tables)
 
 
 def load_current_state(
@@ -206,9 +213,13 @@ def load_current_state(
     queries = {k: q for k, q in _state_queries(district_id).items() if k not in skip}
     totals = None
     if accounts_in_scope is not None:
-        queries |= _scoped_queries(district_id, accounts_in_scope)
+        queries |= {
+            k: q
+            for k, q in _scoped_queries(district_id, accounts_in_scope).items()
+            if k not in skip
+        }
     if whole is not None:
-        queries = {k: q for k, q in queries.items() if k not in WHOLE_TABLES}
+        queries = {k: q for k, q in queries.items() if k not in whole.tables}
     if bulk:
         read = read_many(conn, queries)
     else:
@@ -288,9 +299,10 @@ _TOTALS = ("people", "enrollments")
 def _scoped_queries(
     district_id: int, accounts: pl.Series
 ) -> dict[str, tuple[Select, dict[str, Any]]]:
-    """The district's rows of these accounts (links, accounts, memberships and
-    guardianships: the tables whose rows follow people), and the district's active
-    people and enrollments (hold thresholds), as `_state_queries` names them."""
+    """The district's rows of these accounts (links, accounts, contact points,
+    memberships and guardianships: the tables whose rows follow people), and the
+    district's active people and enrollments (hold thresholds), as `_state_queries`
+    names them."""
     full = _state_queries(district_id)
     ids = _ids_in(accounts)
     queries = {}
@@ -304,6 +316,10 @@ def _scoped_queries(
         if key == "accounts":
             stmt = select(*_ACCOUNT_COLS)
         queries[key] = (stmt.where(on == ids), schema)
+    queries["contacts"] = (
+        select(*_CONTACT_COLS).where(ContactPoint.account_id == ids),
+        CONTACTS_SCHEMA,
+    )
     stmt, schema = full["guardianships"]
     queries["guardianships"] = (
         stmt.where(
