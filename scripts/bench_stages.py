@@ -68,7 +68,8 @@ TIMED: list[tuple[Any, str, str]] = [
     (identity, "_similar_candidates", "  identity: similar-people candidates (in a thread)"),
     (assets, "plan_drop", "plan: plan_drop"),
     # The incremental scope: worked out with identity since session 9, by the plan before.
-    (sync, "_changed_since_base", "  identity: roster delta and its base (incremental)"),
+    (sync, "_incremental_base", "  identity: base drop's fingerprint (incremental)"),
+    (sync, "_changed_since", "  identity: roster delta, in a thread (incremental)"),
     (sync, "_scope_after_identity", "  identity: scope closure (incremental)"),
     (sync, "_incremental_scope", "  plan: incremental scope (delta, closure)"),
     (sync, "changed_people", "    roster delta"),

@@ -66,7 +66,7 @@ from roster_pipelines.lib.background import in_background
 from roster_pipelines.lib.canonical import CONTACT_EMAIL, CONTACT_PHONE, ROLE_STUDENT, Roster
 from roster_pipelines.lib.store.frames import chunks, copy_out, is_postgres, read_many
 from roster_pipelines.lib.store.models import MergeCandidate
-from roster_pipelines.lib.store.state import CONTACTS_SCHEMA, latest_run
+from roster_pipelines.lib.store.state import CONTACTS_SCHEMA, latest_run, read_contacts_of
 
 ALREADY_LINKED = "already_linked"
 LINKED = "linked"
@@ -141,9 +141,10 @@ class Resolution:
     # Works out `candidates` when they were asked for later (the similar-people scan
     # is a third of identity's time and nothing but the report needs its result).
     later_candidates: Callable[[], pl.DataFrame] | None = None
-    # What `scope_of` returned: the people an incremental plan looks at (None: all).
-    # `identities` flags `other_districts` for their accounts only, and `contact_owners`
-    # holds the owners of their contact points and of the new people's.
+    # The people `scope_of` returned: those an incremental plan looks at (None: all).
+    # `identities` flags `other_districts` for their accounts only, `contact_owners`
+    # holds the owners of their values and of the new people's, and
+    # `district_contacts` the contact points of the scope's accounts.
     scope_people: pl.Series | None = None
 
 
@@ -427,18 +428,19 @@ def resolve_identities(
     roster: Roster,
     *,
     candidates_later: bool = False,
-    scope_of: Callable[[pl.DataFrame], pl.Series | None] | None = None,
+    scope_of: Callable[[pl.DataFrame], tuple[pl.Series, pl.Series] | None] | None = None,
 ) -> Resolution:
     """Every person of the drop with its account (null when one must be created), the
     decision and its reason; plus the merge candidates the drop reveals, or with
     `candidates_later` a function that works them out.
 
     `scope_of` (an incremental drop) is given every person's identity and returns the
-    people the drop's plan looks at (None: all of them). A person already linked needs
-    nothing but their link, so the district's million contact points are not read:
-    only the owners of the new people's contact points and of the scope's are looked
-    up, and the contact conflicts of already-linked people (merge candidates) are
-    looked for in the scope only. `Resolution.scope_people` holds what it returned."""
+    people the drop's plan looks at and their accounts (None: all of them). A person
+    already linked needs nothing but their link, so the district's million contact
+    points are not read: only the scope's accounts' (which the plan diffs) and the
+    owners of the new people's and the scope's values, and the contact conflicts of
+    already-linked people (merge candidates) are looked for in the scope only.
+    `Resolution.scope_people` holds the people it returned."""
     first_rows = _first_rows(roster)
     people = first_rows.select("person_key", "role", "sis_id", "src_file", "src_row")
     read, district_people, base_run_id = _read_district(
@@ -619,9 +621,10 @@ def resolve_identities(
     identities = pl.concat(
         [already.select(cols), linked.select(cols), created.select(cols)], how="vertical_relaxed"
     )
-    scope_people = None if scope_of is None else scope_of(identities)
+    scope = None if scope_of is None else scope_of(identities)
+    scope_people = None if scope is None else scope[0]
     checked = identities["account_id"]
-    if scope_of is not None and scope_people is None:
+    if scope_of is not None and scope is None:
         # Planned in full after all: the district's contact points, as without a scope.
         read["contacts"], district_owners = _read_district_contacts(
             conn, district_id, read["merged"]
@@ -630,14 +633,18 @@ def resolve_identities(
         matched = contacts.join(owners, on=["kind", "value"], how="inner").join(
             people.select("person_key", "role"), on="person_key"
         )
-    elif scope_people is not None:
-        # The owners of the scope's contact points (the plan's too), and the flag below
-        # for the scope's accounts only: the plan looks at no other.
+    elif scope is not None:
+        # The scope's accounts' contact points (the plan diffs them), the owners of the
+        # scope's values (found there first, as `_owners` does with the district's),
+        # and the flag below for the scope's accounts only: the plan looks at no other.
+        scope_people, scope_accounts = scope
+        read["contacts"] = read_contacts_of(conn, scope_accounts)
         in_scope = contacts.join(scope_people.to_frame("person_key"), on="person_key", how="semi")
         unknown = in_scope.join(owners, on=["kind", "value"], how="anti")
-        owners = pl.concat([owners, contact_owners(conn, unknown)], how="vertical_relaxed").cast(
-            OWNERS_SCHEMA
-        )
+        scope_owners = _surviving(read["contacts"], read["merged"], list(OWNERS_SCHEMA))
+        owners = pl.concat(
+            [owners, _owners(conn, unknown, scope_owners)], how="vertical_relaxed"
+        ).cast(OWNERS_SCHEMA)
         matched = in_scope.join(owners, on=["kind", "value"], how="inner").join(
             people.select("person_key", "role"), on="person_key"
         )

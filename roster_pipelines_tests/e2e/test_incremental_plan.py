@@ -149,17 +149,25 @@ def test_a_new_plan_version_means_a_full_plan(
     assert _plan_scope(settings, "d2") is None
 
 
+@pytest.mark.parametrize("scope_by", ["identity", "plan"])
 def test_the_verification_fails_a_plan_whose_scope_misses_a_change(
-    tmp_path: Path, pg_url: str, drops: tuple[Path, Path, Path], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    pg_url: str,
+    drops: tuple[Path, Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    scope_by: str,
 ) -> None:
+    """The scope is worked out by identity (the pipeline) or, for an identity result
+    that did not, by the plan: a scope that misses a change fails either way."""
     initial, second, _ = drops
     settings = _settings(tmp_path, pg_url)
     _sync(initial, settings, "d1")
     engine = make_engine(pg_url)
     storage = DropStorageIOManager(state_dir=str(settings.state_dir))
-    previous = storage.stored("validated_roster", partition_key(DISTRICT, "d1"))
-    roster = contracts.validate(get_adapter(DEFAULT_FORMAT)(second))
-    identity = resolve_drop(engine, DISTRICT, roster, drop="d2")
+    stored = storage.stored("validated_roster", partition_key(DISTRICT, "d1"))
+
+    def previous(drop: str) -> incremental.RosterFingerprint:
+        return incremental.fingerprint(stored)
 
     def too_small(changed, counts, identities, more_accounts):
         # Forget half of the changed people: their changes fall outside the scope.
@@ -168,8 +176,15 @@ def test_the_verification_fails_a_plan_whose_scope_misses_a_change(
         )
 
     monkeypatch.setattr(sync_lib, "scope_for", too_small)
+    roster = contracts.validate(get_adapter(DEFAULT_FORMAT)(second))
+    by_identity = scope_by == "identity"
+    identity = resolve_drop(
+        engine, DISTRICT, roster, drop="d2", previous=previous if by_identity else None
+    )
+    assert identity.scope_decided == by_identity
+    assert (identity.scope is not None) == by_identity
     with pytest.raises(IncrementalMismatch, match="differs from the full plan"):
-        plan_drop(engine, identity, roster, previous=lambda drop: incremental.fingerprint(previous))
+        plan_drop(engine, identity, roster, previous=previous)
 
 
 @pytest.mark.parametrize("seed", [21, 31])

@@ -296,6 +296,18 @@ def _ids_in(ids: pl.Series) -> Any:
 _TOTALS = ("people", "enrollments")
 
 
+def _contacts_of(ids: Any) -> Select:
+    return select(*_CONTACT_COLS).where(ContactPoint.account_id == ids)
+
+
+def read_contacts_of(conn: Connection, account_ids: pl.Series) -> pl.DataFrame:
+    """The contact points of these accounts (`CONTACTS_SCHEMA`), as a scoped plan reads
+    them (identity reads them for the plan when it works out the scope)."""
+    if not account_ids.drop_nulls().len():
+        return pl.DataFrame(schema=CONTACTS_SCHEMA)
+    return read_frame(conn, _contacts_of(_ids_in(account_ids)), CONTACTS_SCHEMA)
+
+
 def _scoped_queries(
     district_id: int, accounts: pl.Series
 ) -> dict[str, tuple[Select, dict[str, Any]]]:
@@ -316,10 +328,7 @@ def _scoped_queries(
         if key == "accounts":
             stmt = select(*_ACCOUNT_COLS)
         queries[key] = (stmt.where(on == ids), schema)
-    queries["contacts"] = (
-        select(*_CONTACT_COLS).where(ContactPoint.account_id == ids),
-        CONTACTS_SCHEMA,
-    )
+    queries["contacts"] = (_contacts_of(ids), CONTACTS_SCHEMA)
     stmt, schema = full["guardianships"]
     queries["guardianships"] = (
         stmt.where(
