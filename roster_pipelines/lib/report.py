@@ -167,8 +167,13 @@ def render_markdown(
         for key in TREND_SERIES:
             values = [h[key] for h in data.history]
             lines.append(f"| {key} | {sparkline(values)} | {values[0]} | {values[-1]} |")
-    if data is not None and data.merge_candidates:
+    if data is not None and (data.merge_candidates or data.open_merge_candidates):
         lines += ["", f"## Merge candidates ({len(data.merge_candidates)})", ""]
+        lines += [
+            f"{data.open_merge_candidates} open for review in the district (found by this "
+            "drop or an earlier one, not merged or dismissed yet).",
+            "",
+        ]
         lines += [
             f"- {_md(m['person'])}: {_md(m['contact'])} ({_md(m['where'])}); "
             f"possibly the same person as account {m['existing_account_id']}"

@@ -32,6 +32,7 @@ from roster_pipelines.lib.issues import CATALOGUE
 from roster_pipelines.lib.plan import FRESHNESS_DAYS
 from roster_pipelines.lib.store.models import (
     Class,
+    MergeCandidate,
     Organisation,
     OrgMembership,
     SyncIssue,
@@ -85,6 +86,8 @@ class ReportData:
     issue_codes: list[dict[str, Any]] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
     merge_candidates: list[dict[str, Any]] = field(default_factory=list)
+    # The district's pairs still open for review (this drop's and earlier drops').
+    open_merge_candidates: int = 0
     generated_at: str = ""
 
     def to_json(self) -> dict[str, Any]:
@@ -418,4 +421,11 @@ def build_report_data(
                 setattr(target, key, getattr(target, key) + int(r["len"]))
         data.history = _history(conn, district_id)
         data.merge_candidates = _merge_candidates(conn, district_id, drop, issues)
+        data.open_merge_candidates = int(
+            conn.execute(
+                select(func.count()).where(
+                    MergeCandidate.district_id == district_id, MergeCandidate.status == "open"
+                )
+            ).scalar_one()
+        )
     return data

@@ -13,10 +13,10 @@ import sqlalchemy as sa
 from roster_pipelines.cli import sync_folder
 from roster_pipelines.lib.config import Settings
 from roster_pipelines.lib.issues import issue_row, issues_frame
-from roster_pipelines.lib.report import render_markdown, sparkline, write_report
+from roster_pipelines.lib.report import render_html, render_markdown, sparkline, write_report
 from roster_pipelines.lib.report_data import attribute_issues, build_report_data
 from roster_pipelines.lib.store.engine import make_engine
-from roster_pipelines.lib.store.models import Class, OrgMembership, SisLink
+from roster_pipelines.lib.store.models import Class, MergeCandidate, OrgMembership, SisLink
 from roster_pipelines.lib.sync import SyncOutcome, zero_changes
 from roster_pipelines_tests.conftest import write_drop
 from roster_pipelines_tests.e2e.test_walking_skeleton import (
@@ -204,6 +204,18 @@ def test_per_school_figures_status_and_trend(tmp_path: Path, db_url: str) -> Non
                     .where(OrgMembership.account_id == account, OrgMembership.source == "sis")
                     .values(active=False)
                 )
+        # Pairs of earlier drops: one still open for review, one dismissed.
+        district = conn.execute(sa.select(SisLink.district_id).limit(1)).scalar_one()
+        for pair, status in (("a:1|a:2", "open"), ("a:1|a:3", "dismissed")):
+            conn.execute(
+                sa.insert(MergeCandidate).values(
+                    district_id=district,
+                    pair_key=pair,
+                    reason="same_name_dob",
+                    status=status,
+                    last_drop_id="d1",
+                )
+            )
     data = build_report_data(
         engine,
         district="lincoln-usd",
@@ -226,9 +238,13 @@ def test_per_school_figures_status_and_trend(tmp_path: Path, db_url: str) -> Non
     assert s1.status == ("On hold" if out.status == "held" else "Connected")
     assert by_id["S2"].status == "Not connected"
     assert [h["drop"] for h in data.history] == ["d1", "d2"]
+    assert data.open_merge_candidates == 1
     html = (settings.reports_root / "lincoln-usd" / "d2" / "report.html").read_text()
     assert "&lt;script&gt;Lincoln&lt;/script&gt;" in html and "<script>" not in html
     assert '<svg width="180"' in html  # the trend charts
+    page = render_html(out, data)
+    assert '<p id="open-merge-candidates">1 pair open for review' in page
+    assert "1 open for review in the district" in render_markdown(out, data=data)
 
 
 def test_sparkline() -> None:
