@@ -448,6 +448,39 @@ def test_a_row_with_more_fields_than_the_header_is_ragged(tmp_path: Path) -> Non
     ]
 
 
+def test_ragged_rows_are_found_when_the_file_holds_the_right_number_of_commas(
+    tmp_path: Path,
+) -> None:
+    # Row 2 has a value too many and row 3 one too few: the file's comma count is that
+    # of three good rows (a screen by counts alone would pass it); both are reported.
+    folder = write_drop(tmp_path)
+    (folder / "schools.csv").write_bytes(
+        b"school_id,school_name\nS1,Smith, Jr. Elementary\nS2 Riverside\n"
+    )
+    roster = parse(folder)
+    _assert_rejected(roster)
+    assert rows_of(roster.issues, "code", "row", "field") == [
+        ("ROW_RAGGED", 2, "column 3"),
+        ("ROW_RAGGED", 3, "column 2"),
+    ]
+
+
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n"])
+@pytest.mark.parametrize("last_newline", [True, False])
+def test_a_plain_file_is_read_the_same_with_either_line_ending(
+    tmp_path: Path, newline: bytes, last_newline: bool
+) -> None:
+    folder = write_drop(tmp_path)
+    rows = [b"school_id,school_name", b"S1,Lincoln Elementary", b"S2,Riverside"]
+    (folder / "schools.csv").write_bytes(newline.join(rows) + (newline if last_newline else b""))
+    roster = parse(folder)
+    assert rows_of(roster.schools, "school_id", "name", "src_row") == [
+        ("S1", "Lincoln Elementary", 2),
+        ("S2", "Riverside", 3),
+    ]
+    assert not roster.issues.filter(pl.col("file") == "schools.csv").height
+
+
 # --- row-level problems found while parsing -------------------------------------------------
 
 
