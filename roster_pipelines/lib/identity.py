@@ -448,10 +448,13 @@ def resolve_identities(
     )
     links = read["links"]
     contacts = roster.contacts.select("person_key", "kind", "value")
-    present = people.select("person_key")
 
-    bound = people.join(links.select("person_key", "account_id"), on="person_key", how="inner")
-    unbound = people.join(links, on="person_key", how="anti")
+    # One join splits the people (a link's account is never null).
+    joined = people.join(
+        links.select("person_key", "account_id"), on="person_key", how="left", maintain_order="left"
+    )
+    bound = joined.filter(pl.col("account_id").is_not_null())
+    unbound = joined.filter(pl.col("account_id").is_null()).drop("account_id")
     if scope_of is None:
         owners = _owners(conn, contacts, read["owners"])
     else:
@@ -462,13 +465,9 @@ def resolve_identities(
         people.select("person_key", "role"), on="person_key"
     )
 
-    # Accounts bound to an SIS person of the same role who is still in this drop.
-    held = (
-        links.join(present, on="person_key", how="semi")
-        .select("account_id", "role")
-        .unique()
-        .with_columns(held=pl.lit(True))
-    )
+    # Accounts bound to an SIS person of the same role who is still in this drop (a
+    # person key names its role, so the person's role is the link's).
+    held = bound.select("account_id", "role").unique().with_columns(held=pl.lit(True))
     options = (
         matched.join(unbound.select("person_key"), on="person_key", how="semi")
         .join(held, on=["account_id", "role"], how="left")
