@@ -438,9 +438,11 @@ def resolve_identities(
     people the drop's plan looks at and their accounts (None: all of them). A person
     already linked needs nothing but their link, so the district's million contact
     points are not read: only the scope's accounts' (which the plan diffs) and the
-    owners of the new people's and the scope's values, and the contact conflicts of
-    already-linked people (merge candidates) are looked for in the scope only.
-    `Resolution.scope_people` holds the people it returned."""
+    owners of the new people's and the scope's values; and the contact conflicts of
+    already-linked people (merge candidates) are looked for in the scope, which holds
+    every such person (the last plan refused them the value: `sync._verify_incremental`
+    checks the candidates against a full match). `Resolution.scope_people` holds the
+    people it returned."""
     first_rows = _first_rows(roster)
     people = first_rows.select("person_key", "role", "sis_id", "src_file", "src_row")
     read, district_people, base_run_id = _read_district(

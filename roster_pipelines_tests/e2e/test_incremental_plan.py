@@ -13,10 +13,12 @@ import dataclasses
 import shutil
 from pathlib import Path
 
+import dagster as dg
 import pytest
 import sqlalchemy as sa
 
 from roster_pipelines.cli import sync_folder
+from roster_pipelines.defs.sync import resources
 from roster_pipelines.defs.sync.resources import DropStorageIOManager
 from roster_pipelines.lib import admin, contracts, incremental, stage_files
 from roster_pipelines.lib import operations as ops
@@ -185,6 +187,40 @@ def test_the_verification_fails_a_plan_whose_scope_misses_a_change(
     assert (identity.scope is not None) == by_identity
     with pytest.raises(IncrementalMismatch, match="differs from the full plan"):
         plan_drop(engine, identity, roster, previous=previous)
+
+
+def test_a_plan_made_again_from_the_stored_identity_result_keeps_its_scope(
+    tmp_path: Path, pg_url: str, drops: tuple[Path, Path, Path]
+) -> None:
+    """The plan step re-executed from the UI reads identity's result from disk, which
+    keeps the scope identity worked out but not the contact points and owners it read:
+    the plan reads its scope's contact points and looks up the owners again, and still
+    equals the full plan (the test suite's verification mode)."""
+    initial, second, _ = drops
+    settings = _settings(tmp_path, pg_url)
+    _sync(initial, settings, "d1")
+    engine = make_engine(pg_url)
+    storage = DropStorageIOManager(state_dir=str(settings.state_dir))
+    stored = storage.stored("validated_roster", partition_key(DISTRICT, "d1"))
+    roster = contracts.validate(get_adapter(DEFAULT_FORMAT)(second))
+    identity = resolve_drop(
+        engine,
+        DISTRICT,
+        roster,
+        drop="d2",
+        candidates_in_background=True,
+        previous=lambda drop: incremental.fingerprint(stored),
+    )
+    assert identity.scope is not None and identity.district_contacts is not None
+    folder = tmp_path / "identity"
+    stage_files.save(resources._on_disk(dg.AssetKey("identity_resolution"), identity), folder)
+    reloaded = stage_files.load(folder)
+    assert reloaded.scope_decided and reloaded.district_contacts is None
+    assert reloaded.contact_owners is None
+    assert reloaded.scope.people.equals(identity.scope.people)
+    plan = plan_drop(engine, reloaded, roster)
+    assert plan.scope == identity.scope.stats()
+    assert plan.counts() == plan_drop(engine, identity, roster).counts()
 
 
 @pytest.mark.parametrize("seed", [21, 31])
