@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
@@ -23,6 +24,7 @@ from roster_pipelines.defs.sync.resources import DropStorageIOManager
 from roster_pipelines.lib import admin, contracts, incremental, stage_files
 from roster_pipelines.lib import operations as ops
 from roster_pipelines.lib import sync as sync_lib
+from roster_pipelines.lib.canonical import Roster
 from roster_pipelines.lib.config import DEFAULT_FORMAT, Settings
 from roster_pipelines.lib.drops import partition_key
 from roster_pipelines.lib.formats import get_adapter
@@ -151,6 +153,24 @@ def test_a_new_plan_version_means_a_full_plan(
     assert _plan_scope(settings, "d2") is None
 
 
+def _second_drop_after_the_first(
+    tmp_path: Path, pg_url: str, drops: tuple[Path, Path, Path]
+) -> tuple[sa.Engine, Roster, Callable[[str], incremental.RosterFingerprint]]:
+    """The first drop synced; the second validated, with the first's stored fingerprint
+    (as the identity and plan steps are given it)."""
+    initial, second, _ = drops
+    settings = _settings(tmp_path, pg_url)
+    _sync(initial, settings, "d1")
+    storage = DropStorageIOManager(state_dir=str(settings.state_dir))
+    stored = storage.stored("validated_roster", partition_key(DISTRICT, "d1"))
+
+    def previous(drop: str) -> incremental.RosterFingerprint:
+        return incremental.fingerprint(stored)
+
+    roster = contracts.validate(get_adapter(DEFAULT_FORMAT)(second))
+    return make_engine(pg_url), roster, previous
+
+
 @pytest.mark.parametrize("scope_by", ["identity", "plan"])
 def test_the_verification_fails_a_plan_whose_scope_misses_a_change(
     tmp_path: Path,
@@ -161,15 +181,7 @@ def test_the_verification_fails_a_plan_whose_scope_misses_a_change(
 ) -> None:
     """The scope is worked out by identity (the pipeline) or, for an identity result
     that did not, by the plan: a scope that misses a change fails either way."""
-    initial, second, _ = drops
-    settings = _settings(tmp_path, pg_url)
-    _sync(initial, settings, "d1")
-    engine = make_engine(pg_url)
-    storage = DropStorageIOManager(state_dir=str(settings.state_dir))
-    stored = storage.stored("validated_roster", partition_key(DISTRICT, "d1"))
-
-    def previous(drop: str) -> incremental.RosterFingerprint:
-        return incremental.fingerprint(stored)
+    engine, roster, previous = _second_drop_after_the_first(tmp_path, pg_url, drops)
 
     def too_small(changed, counts, identities, more_accounts):
         # Forget half of the changed people: their changes fall outside the scope.
@@ -178,7 +190,6 @@ def test_the_verification_fails_a_plan_whose_scope_misses_a_change(
         )
 
     monkeypatch.setattr(sync_lib, "scope_for", too_small)
-    roster = contracts.validate(get_adapter(DEFAULT_FORMAT)(second))
     by_identity = scope_by == "identity"
     identity = resolve_drop(
         engine, DISTRICT, roster, drop="d2", previous=previous if by_identity else None
@@ -196,20 +207,9 @@ def test_a_plan_made_again_from_the_stored_identity_result_keeps_its_scope(
     keeps the scope identity worked out but not the contact points and owners it read:
     the plan reads its scope's contact points and looks up the owners again, and still
     equals the full plan (the test suite's verification mode)."""
-    initial, second, _ = drops
-    settings = _settings(tmp_path, pg_url)
-    _sync(initial, settings, "d1")
-    engine = make_engine(pg_url)
-    storage = DropStorageIOManager(state_dir=str(settings.state_dir))
-    stored = storage.stored("validated_roster", partition_key(DISTRICT, "d1"))
-    roster = contracts.validate(get_adapter(DEFAULT_FORMAT)(second))
+    engine, roster, previous = _second_drop_after_the_first(tmp_path, pg_url, drops)
     identity = resolve_drop(
-        engine,
-        DISTRICT,
-        roster,
-        drop="d2",
-        candidates_in_background=True,
-        previous=lambda drop: incremental.fingerprint(stored),
+        engine, DISTRICT, roster, drop="d2", candidates_in_background=True, previous=previous
     )
     assert identity.scope is not None and identity.district_contacts is not None
     folder = tmp_path / "identity"
