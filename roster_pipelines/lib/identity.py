@@ -141,11 +141,6 @@ class Resolution:
     # Works out `candidates` when they were asked for later (the similar-people scan
     # is a third of identity's time and nothing but the report needs its result).
     later_candidates: Callable[[], pl.DataFrame] | None = None
-    # The people `scope_of` returned: those an incremental plan looks at (None: all).
-    # `identities` flags `other_districts` for their accounts only, `contact_owners`
-    # holds the owners of their values and of the new people's, and
-    # `district_contacts` the contact points of the scope's accounts.
-    scope_people: pl.Series | None = None
 
 
 # --- reading the database set-based --------------------------------------------------
@@ -418,6 +413,14 @@ def _linked_elsewhere(conn: Connection, district_id: int, account_ids: pl.Series
 # --- decisions ------------------------------------------------------------------------
 
 
+def _matched(contacts: pl.DataFrame, owners: pl.DataFrame, people: pl.DataFrame) -> pl.DataFrame:
+    """The drop's contact points (`contacts`) that an app account owns, with that owner
+    and the person's role."""
+    return contacts.join(owners, on=["kind", "value"], how="inner").join(
+        people.select("person_key", "role"), on="person_key"
+    )
+
+
 def _first_rows(roster: Roster) -> pl.DataFrame:
     return roster.people.unique("person_key", keep="first", maintain_order=True)
 
@@ -441,8 +444,10 @@ def resolve_identities(
     owners of the new people's and the scope's values; and the contact conflicts of
     already-linked people (merge candidates) are looked for in the scope, which holds
     every such person (the last plan refused them the value: `sync._verify_incremental`
-    checks the candidates against a full match). `Resolution.scope_people` holds the
-    people it returned."""
+    checks the candidates against a full match). With a scope, `identities` flags
+    `other_districts` for its accounts only, `contact_owners` holds the owners of its
+    values and of the new people's, and `district_contacts` its accounts' contact
+    points."""
     first_rows = _first_rows(roster)
     people = first_rows.select("person_key", "role", "sis_id", "src_file", "src_row")
     read, district_people, base_run_id = _read_district(
@@ -463,9 +468,7 @@ def resolve_identities(
         # Only a person without a link is matched by contact (`options` below).
         owners = contact_owners(conn, contacts.join(unbound, on="person_key", how="semi"))
 
-    matched = contacts.join(owners, on=["kind", "value"], how="inner").join(
-        people.select("person_key", "role"), on="person_key"
-    )
+    matched = _matched(contacts, owners, people)
 
     # Accounts bound to an SIS person of the same role who is still in this drop (a
     # person key names its role, so the person's role is the link's).
@@ -623,7 +626,6 @@ def resolve_identities(
         [already.select(cols), linked.select(cols), created.select(cols)], how="vertical_relaxed"
     )
     scope = None if scope_of is None else scope_of(identities)
-    scope_people = None if scope is None else scope[0]
     checked = identities["account_id"]
     if scope_of is not None and scope is None:
         # Planned in full after all: the district's contact points, as without a scope.
@@ -631,9 +633,7 @@ def resolve_identities(
             conn, district_id, read["merged"]
         )
         owners = _owners(conn, contacts, district_owners)
-        matched = contacts.join(owners, on=["kind", "value"], how="inner").join(
-            people.select("person_key", "role"), on="person_key"
-        )
+        matched = _matched(contacts, owners, people)
     elif scope is not None:
         # The scope's accounts' contact points (the plan diffs them), the owners of the
         # scope's values (found there first, as `_owners` does with the district's),
@@ -646,9 +646,7 @@ def resolve_identities(
         owners = pl.concat(
             [owners, _owners(conn, unknown, scope_owners)], how="vertical_relaxed"
         ).cast(OWNERS_SCHEMA)
-        matched = in_scope.join(owners, on=["kind", "value"], how="inner").join(
-            people.select("person_key", "role"), on="person_key"
-        )
+        matched = _matched(in_scope, owners, people)
         checked = identities.filter(pl.col("person_key").is_in(scope_people.implode()))[
             "account_id"
         ]
@@ -723,7 +721,6 @@ def resolve_identities(
         district_contacts=read.get("contacts"),
         base_run_id=base_run_id,
         later_candidates=all_candidates if candidates_later else None,
-        scope_people=scope_people,
     )
 
 

@@ -182,7 +182,7 @@ def start_whole_reads(
 def load_current_state(
     conn: Connection,
     district_id: int,
-    extra_account_ids: pl.Series | list[int] | None = None,
+    extra_account_ids: pl.Series | None = None,
     *,
     bulk: bool = False,
     accounts_in_scope: pl.Series | None = None,
@@ -232,7 +232,11 @@ def load_current_state(
     # Accounts matched by contact and not yet linked are fetched by id (few). A scoped
     # read holds every account of its scope already, these included.
     wanted = (
-        pl.Series("account_id", [] if extra_account_ids is None else extra_account_ids, pl.Int64)
+        (
+            pl.Series("account_id", [], pl.Int64)
+            if extra_account_ids is None
+            else extra_account_ids.cast(pl.Int64).rename("account_id")
+        )
         .unique()
         .to_frame()
     )
