@@ -19,6 +19,8 @@ from roster_pipelines.lib.store.models import (
     Account,
     ClassMembership,
     ContactPoint,
+    Organisation,
+    OrgMembership,
     SisLink,
     SyncRun,
 )
@@ -196,3 +198,90 @@ def test_sqlite_keeps_no_marks_so_a_sync_never_counts_as_unchanged(
     assert not _unchanged(engine, DISTRICT)
     with engine.connect() as conn:
         assert conn.execute(sa.select(SyncRun.change_mark)).scalar() is None
+
+
+def _member_by_hand(engine: sa.Engine, district: str, first_name: str) -> int:
+    """An app account (no SIS link) an administrator made a member of the district's
+    first school: what the similar-people scan looks at beside the SIS people."""
+    with engine.begin() as conn:
+        account = conn.execute(
+            sa.insert(Account).values(first_name=first_name, last_name="Hand").returning(Account.id)
+        ).scalar_one()
+        school = conn.execute(
+            sa.select(Organisation.id)
+            .where(Organisation.district_id == find_district(conn, district))
+            .order_by(Organisation.id)
+            .limit(1)
+        ).scalar_one()
+        conn.execute(
+            sa.insert(OrgMembership).values(
+                org_id=school, account_id=account, role="parent", source="manual"
+            )
+        )
+    return account
+
+
+@pytest.mark.postgres
+def test_writes_to_a_member_added_by_hand_are_recorded_for_its_district(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """Migration 0009: an account a district lists only as a member (no SIS link) has
+    its renames and phone writes recorded for that district, as a linked one does."""
+    engine = make_engine(pg_url)
+    _sync(tmp_path, pg_url, DISTRICT, "m1")
+    member = _member_by_hand(engine, DISTRICT, "Morgan")
+    assert _recorded(engine, DISTRICT) == {member}  # the membership (migration 0006)
+    _sync(tmp_path, pg_url, DISTRICT, "m2")
+    assert _unchanged(engine, DISTRICT)
+
+    with engine.begin() as conn:
+        conn.execute(sa.update(Account).where(Account.id == member).values(first_name="Morgana"))
+    assert _recorded(engine, DISTRICT) == {member}
+    _sync(tmp_path, pg_url, DISTRICT, "m3")
+    assert _unchanged(engine, DISTRICT)
+
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(ContactPoint).values(
+                account_id=member, kind="phone", value="+12125550177", source="user"
+            )
+        )
+    assert _recorded(engine, DISTRICT) == {member}
+
+
+@pytest.mark.postgres
+def test_another_district_s_sync_renaming_an_account_listed_here_by_hand_is_recorded(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """An account this district lists by hand, which the other district's SIS then
+    links (by its email) and renames: that sync's write is recorded here
+    (`marks.log_shared_account_changes`), though no SIS link of this district names it."""
+    engine = make_engine(pg_url)
+    _sync(tmp_path, pg_url, DISTRICT, "h1")
+    member = _member_by_hand(engine, DISTRICT, "Morgan")
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(ContactPoint).values(
+                account_id=member, kind="email", value="morgan.hand@example.org", source="user"
+            )
+        )
+    _sync(tmp_path, pg_url, DISTRICT, "h2")
+    assert _unchanged(engine, DISTRICT)
+    # The other district's teacher T1 has the member's email: linked to it, renamed.
+    edit = ("Ann.Lee@Lincoln.k12.us", "morgan.hand@example.org")
+    assert _sync_other_district(tmp_path, pg_url, edit) == "applied"
+    with engine.connect() as conn:
+        assert (
+            conn.execute(
+                sa.select(SisLink.account_id).where(
+                    SisLink.district_id == find_district(conn, OTHER),
+                    SisLink.person_key == "teacher:T1",
+                )
+            ).scalar()
+            == member
+        )
+        assert (
+            conn.execute(sa.select(Account.first_name).where(Account.id == member)).scalar()
+            == "Ann"
+        )
+    assert _recorded(engine, DISTRICT) == {member}

@@ -118,8 +118,8 @@ def consume_account_changes(conn: Connection, ids: pl.Series) -> None:
 
 
 def log_shared_account_changes(conn: Connection, plan: SyncPlan) -> int:
-    """After the plan's writes: record, for every other district linking them, the
-    accounts whose names, dates or contact points the plan changed (the rows of another
+    """After the plan's writes: record, for every other district linking them or listing
+    them as members, the accounts whose names, dates or contact points the plan changed (the rows of another
     district's scope a sync writes; classes are planned whole). Returns how many
     records were written (Postgres; 0 elsewhere)."""
     ids = pl.concat(
@@ -133,12 +133,22 @@ def log_shared_account_changes(conn: Connection, plan: SyncPlan) -> int:
     if not is_postgres(conn) or not (ids or contact_ids):
         return 0
     return conn.execute(
-        text(
-            "INSERT INTO roster_account_changes (district_id, account_id) "
-            "SELECT DISTINCT l.district_id, l.account_id FROM sis_links l "
-            "WHERE l.district_id <> :d AND (l.account_id = ANY(CAST(:ids AS bigint[])) "
-            "OR l.account_id IN (SELECT cp.account_id FROM contact_points cp "
-            "WHERE cp.id = ANY(CAST(:contacts AS bigint[]))))"
-        ),
-        {"ids": ids, "contacts": contact_ids, "d": plan.district_id},
+        text(_SHARED_CHANGES_SQL), {"ids": ids, "contacts": contact_ids, "d": plan.district_id}
     ).rowcount
+
+
+# The written accounts' other districts: those linking them, and those whose schools
+# list them as members (the similar-people scan looks at those too, migration 0009).
+_SHARED_CHANGES_SQL = """
+WITH written AS (
+    SELECT unnest(CAST(:ids AS bigint[])) AS account_id
+    UNION SELECT cp.account_id FROM contact_points cp WHERE cp.id = ANY(CAST(:contacts AS bigint[]))
+)
+INSERT INTO roster_account_changes (district_id, account_id)
+SELECT DISTINCT x.district_id, x.account_id FROM (
+    SELECT l.district_id, l.account_id FROM sis_links l JOIN written w USING (account_id)
+    UNION
+    SELECT coalesce(o.district_id, o.id), om.account_id FROM org_memberships om
+    JOIN written w USING (account_id) JOIN organisations o ON o.id = om.org_id
+) AS x WHERE x.district_id <> :d
+"""
