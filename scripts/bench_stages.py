@@ -14,7 +14,9 @@ sync only the maintenance drop and its repeat: a quicker loop while working on t
 `--profile FILE` writes a pyinstrument profile (HTML, or text for a `.txt` name) of the
 maintenance drop. `--churn 0.001 0.01 0.05` syncs, instead of the maintenance drop and
 its repeat, one maintenance drop per churn share, each from the state after the initial
-drop, and prints how each stage grows with the change:
+drop, and prints how each stage grows with the change (`--steady`: the baseline holds
+the maintenance drop too, and the drop timed is the next 1 % drop after it, as a
+district's daily drops follow each other):
 
     .venv/bin/python scripts/bench_stages.py --people 1000000 --data /tmp/roster-bench-data \
         --churn 0.001 0.01 0.05
@@ -48,6 +50,7 @@ from bench_sync import (
     admin,
     archive,
     ensure_drops,
+    ensure_following_drop,
     settle,
 )
 
@@ -65,7 +68,11 @@ TIMED: list[tuple[Any, str, str]] = [
     (assets, "resolve_drop", "identity: resolve_drop"),
     (identity, "_read_district", "  identity: district reads"),
     (identity, "contact_owners", "  identity: contact owners"),
+    # The similar-people scan (in a thread): before session 10 one function.
     (identity, "_similar_candidates", "  identity: similar-people candidates (in a thread)"),
+    (identity, "scan", "  identity: similar-people scan in full (in a thread)"),
+    (identity, "scan_scoped", "  identity: similar-people scan from the last keys (in a thread)"),
+    (identity, "_people_of", "    identity: the rescanned accounts' rows"),
     (assets, "plan_drop", "plan: plan_drop"),
     # The incremental scope: worked out with identity since session 9, by the plan before.
     (sync, "_incremental_base", "  identity: base drop's fingerprint (incremental)"),
@@ -86,6 +93,7 @@ TIMED: list[tuple[Any, str, str]] = [
     (sync, "record_sync_run", "  apply: run and issues"),
     (sync, "enqueue_sync_notifications", "  apply: notification outbox"),
     (sync, "refresh_statistics", "  apply: ANALYZE check"),
+    (assets, "keep_similar_keys", "apply: similar-people keys kept"),
     (assets, "build_report", "report: data"),
     (assets, "write_report", "report: files"),
     (stage_files, "save", "stage outputs saved"),
@@ -201,6 +209,8 @@ class Bench:
         self.state = work / "state"
         self.settings = Settings.from_env(state_dir=str(self.state), database_url=self.url)
         baseline = args.baseline or ("sweep" if args.churn else None)
+        if baseline and args.steady:
+            baseline += "_steady"
         self.template = f"roster_benchbase_{baseline}_p{args.people}" if baseline else None
         self.kept_state = Path(tempfile.gettempdir()) / (self.template or "-")
 
@@ -301,6 +311,19 @@ def main() -> None:
         "(0.001 = 0.1 %% of the people), each from the state after the initial drop",
     )
     parser.add_argument("--repeat", type=int, default=1, help="runs per churn share (median)")
+    parser.add_argument(
+        "--steady",
+        action="store_true",
+        help="the baseline holds the maintenance drop too; time the next 1 %% drop after "
+        "it (a maintenance drop after a maintenance drop, as a district's daily drops "
+        "are) and that drop again",
+    )
+    parser.add_argument(
+        "--full-scan",
+        action="store_true",
+        help="forget the similar-people keys the baseline kept: the scan runs in full "
+        "(to compare with the scan from the last drop's keys)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="roster-bench-stages-") as tmp:
         work = Path(tmp)
@@ -310,7 +333,16 @@ def main() -> None:
         try:
             if not bench.restore():
                 bench.sync("initial", initial)
+                if args.steady:
+                    bench.sync("maintenance", maintenance)
                 bench.keep()
+            if args.full_scan:
+                shutil.rmtree(bench.state / "similar_people_keys", ignore_errors=True)
+            if args.steady:
+                following = ensure_following_drop(data, args.people)
+                bench.sync("following", following, profile=args.profile)
+                bench.sync("repeat", following)
+                return
             if not args.churn:
                 bench.sync("maintenance", maintenance, profile=args.profile)
                 bench.sync("repeat", maintenance)

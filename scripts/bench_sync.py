@@ -234,6 +234,15 @@ def ensure_drops(data: Path, people: int) -> tuple[Path, Path]:
     return initial, maintenance
 
 
+def ensure_following_drop(data: Path, people: int) -> Path:
+    """A 1 % churn drop after the tier's maintenance drop (the next day's drop)."""
+    _, maintenance = ensure_drops(data, people)
+    following = data / "following"
+    if not (following / "enrollments.csv").exists():
+        generate_district(following, people=people, seed=3, maintenance_of=maintenance, churn=0.01)
+    return following
+
+
 def _run_alone(manifest: DropManifest, settings: Settings) -> dict[str, Any]:
     """One sync in this (fresh) process: its status, seconds, step durations, peak RSS."""
     _reset_peak_rss()

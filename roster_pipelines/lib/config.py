@@ -26,6 +26,10 @@ class Settings:
     def reports_root(self) -> Path:
         return self.state_dir / "reports"
 
+    def similar_keys_folder(self, district: str) -> Path:
+        """Where a district's last applied drop keeps its similar-people keys."""
+        return self.state_dir / "similar_people_keys" / district
+
     @classmethod
     def from_env(
         cls,

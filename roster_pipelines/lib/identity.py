@@ -60,11 +60,22 @@ from functools import partial
 from typing import Any
 
 import polars as pl
-from sqlalchemy import Connection, insert, select, text, update
+from sqlalchemy import Connection, Engine, insert, select, text, update
 
 from roster_pipelines.lib.background import in_background
-from roster_pipelines.lib.canonical import CONTACT_EMAIL, CONTACT_PHONE, ROLE_STUDENT, Roster
-from roster_pipelines.lib.store.frames import chunks, copy_out, is_postgres, read_many
+from roster_pipelines.lib.canonical import CONTACT_EMAIL, Roster
+from roster_pipelines.lib.similar_people import (
+    PAIRS_SCHEMA,
+    PEOPLE_SCHEMA,
+    SAME_NAME_DOB,
+    SAME_NAME_PHONE,
+    SimilarKeys,
+    StoredKeys,
+    drop_entities,
+    scan,
+    scan_scoped,
+)
+from roster_pipelines.lib.store.frames import chunks, copy_out, is_postgres, read_frame, read_many
 from roster_pipelines.lib.store.models import MergeCandidate
 from roster_pipelines.lib.store.state import CONTACTS_SCHEMA, latest_run, read_contacts_of
 
@@ -74,12 +85,7 @@ CREATED = "created"
 
 # Merge-candidate reasons, strongest first (one candidate per pair keeps the first).
 CONTACT_CONFLICT = "contact_conflict"
-SAME_NAME_PHONE = "same_name_phone"
-SAME_NAME_DOB = "same_name_dob"
 REASONS = (CONTACT_CONFLICT, SAME_NAME_PHONE, SAME_NAME_DOB)
-
-# Name groups larger than this are too common to suggest a duplicate.
-MAX_GROUP = 5
 
 IDENTITY_SCHEMA = {
     "person_key": pl.String,
@@ -100,15 +106,7 @@ IDENTITY_SCHEMA = {
     "other_districts": pl.Boolean,
 }
 
-CANDIDATES_SCHEMA = {
-    "account_id": pl.Int64,
-    "person_key": pl.String,
-    "other_account_id": pl.Int64,
-    "other_person_key": pl.String,
-    "reason": pl.String,
-    "detail": pl.String,
-    "pair_key": pl.String,
-}
+CANDIDATES_SCHEMA = {**PAIRS_SCHEMA, "pair_key": pl.String}
 
 OWNERS_SCHEMA = {
     "kind": pl.String,
@@ -126,10 +124,22 @@ _LINKS_SCHEMA = {
 
 
 @dataclass
+class FoundCandidates:
+    """The merge candidates a drop reveals, and what its similar-people scan leaves for
+    the next drop's (`similar_people.SimilarKeys`)."""
+
+    pairs: pl.DataFrame  # CANDIDATES_SCHEMA, one row per pair
+    keys: SimilarKeys
+    # How many accounts the scan worked out again from the last applied drop's keys
+    # (None: it scanned the district in full).
+    rescanned: int | None = None
+
+
+@dataclass
 class Resolution:
     identities: pl.DataFrame  # IDENTITY_SCHEMA, one row per person of the drop
-    # CANDIDATES_SCHEMA, one row per pair; None when asked for later (`later_candidates`).
-    candidates: pl.DataFrame | None
+    # None when asked for later (`later_candidates`).
+    candidates: FoundCandidates | None
     # OWNERS_SCHEMA: the app accounts owning the drop's contact points (the plan uses
     # them too, so the database is asked once per drop).
     contact_owners: pl.DataFrame
@@ -140,7 +150,7 @@ class Resolution:
     base_run_id: int | None = None
     # Works out `candidates` when they were asked for later (the similar-people scan
     # is a third of identity's time and nothing but the report needs its result).
-    later_candidates: Callable[[], pl.DataFrame] | None = None
+    later_candidates: Callable[[], FoundCandidates] | None = None
 
 
 # --- reading the database set-based --------------------------------------------------
@@ -280,13 +290,6 @@ _LINKS_SQL = (
 )
 _MERGED_SQL = "SELECT a.id, a.merged_into_id FROM accounts a WHERE a.merged_into_id IS NOT NULL"
 _MERGED_SCHEMA = {"account_id": pl.Int64, "merged_into_id": pl.Int64}
-_PEOPLE_SCHEMA = {
-    "id": pl.Int64,
-    "first_name": pl.String,
-    "last_name": pl.String,
-    "dob": pl.Date,
-    "phone": pl.String,
-}
 
 
 # The contact points of the district's SIS-linked accounts, as the plan's state has them
@@ -316,12 +319,28 @@ WHERE a.merged_into_id IS NULL AND a.id IN (
 """
 
 
+# `_ORG_PEOPLE_SQL` for given accounts: each account's membership found by its indexes,
+# its SIS link first (most have one: 0.96 s against 1.7 s for 220,000 accounts). The
+# ids travel as a literal array, as `state` sends them.
+_PEOPLE_OF_SQL = """
+SELECT a.id, a.first_name, a.last_name, a.dob, cp.value FROM accounts a
+LEFT JOIN contact_points cp ON cp.account_id = a.id AND cp.kind = 'phone'
+WHERE a.id = ANY('{{{ids}}}'::bigint[]) AND a.merged_into_id IS NULL AND (
+    EXISTS (SELECT 1 FROM sis_links sl WHERE sl.account_id = a.id AND sl.district_id = {d})
+    OR EXISTS (
+        SELECT 1 FROM org_memberships om JOIN organisations o ON o.id = om.org_id
+        WHERE om.account_id = a.id AND om.active AND (o.id = {d} OR o.district_id = {d})
+    )
+)
+"""
+
+
 _DISTRICT_QUERIES = {
     "contacts": (_DISTRICT_CONTACTS_SQL, CONTACTS_SCHEMA),
     "links": (_LINKS_SQL, _LINKS_SCHEMA),
     "merged": (_MERGED_SQL, _MERGED_SCHEMA),
 }
-_PEOPLE_QUERY = (_ORG_PEOPLE_SQL, _PEOPLE_SCHEMA)
+_PEOPLE_QUERY = (_ORG_PEOPLE_SQL, PEOPLE_SCHEMA)
 
 
 def _base_run_id(conn: Connection, district_id: int) -> int:
@@ -330,46 +349,68 @@ def _base_run_id(conn: Connection, district_id: int) -> int:
 
 
 def _read_district(
-    conn: Connection, district_id: int, *, contacts: bool = True
-) -> tuple[dict[str, pl.DataFrame], Callable[[], pl.DataFrame], int]:
+    conn: Connection, district_id: int, *, contacts: bool = True, people: bool = True
+) -> tuple[dict[str, pl.DataFrame], Callable[[], pl.DataFrame] | None, int]:
     """The district's SIS links (each with its surviving account: tombstones followed),
     its linked accounts' contact points (`contacts`) and their owners (`owners`); as a
-    callable that returns it, its people's accounts and phones (for the similar-people
-    candidates, the last thing identity needs); and the latest applied run the reads
-    reflect.
+    callable that returns it, its people's accounts and phones (`people`: for the
+    similar-people scan, the last thing identity needs); and the latest applied run the
+    reads reflect.
 
-    On Postgres the people are read in a thread of their own while the rest is read
-    and the decisions are made (about 1.5 s less at a million people on two cores),
-    and the other reads run two at a time (`frames.read_many`).
+    On Postgres the other reads run two at a time (`frames.read_many`) while the people
+    are read (`_district_people`).
 
     Without `contacts` (an incremental drop: `resolve_identities`' `scope_of`) the
-    district's contact points are not read, nor their owners worked out."""
+    district's contact points are not read, nor their owners worked out; without
+    `people` (a scan from the last drop's keys) nor are the district's people."""
     # The run the reads reflect is read first: a drop applied meanwhile makes the plan
     # refuse this result (`sync.plan_drop`).
     base_run_id = _base_run_id(conn, district_id)
     queries = {k: q for k, q in _DISTRICT_QUERIES.items() if contacts or k != "contacts"}
+    people_later = _district_people(conn, district_id) if people else None
     if not is_postgres(conn):
         read = {
             name: query_frame(conn, sql, schema, {"d": district_id})
             for name, (sql, schema) in queries.items()
         }
-        people_later = partial(query_frame, conn, *_PEOPLE_QUERY, {"d": district_id})
     else:
         # Through their own ADBC connections (`frames.read_many`): committed data only.
-        d = str(int(district_id))
-
-        def bound(sql: str, schema: dict) -> tuple[Any, dict]:
-            return text(sql.replace(":d", d)), schema
-
-        people = in_background(
-            lambda: read_many(conn, {"people": bound(*_PEOPLE_QUERY)}, workers=1)["people"]
-        )
-        read = read_many(conn, {name: bound(*q) for name, q in queries.items()})
-        people_later = people.result
+        read = read_many(conn, {name: _bound(district_id, *q) for name, q in queries.items()})
     if contacts:
         read["owners"] = _surviving(read["contacts"], read["merged"], list(OWNERS_SCHEMA))
     read["links"] = _surviving(read["links"], read["merged"], list(_LINKS_SCHEMA))
     return read, people_later, base_run_id
+
+
+def _bound(district_id: int, sql: str, schema: dict) -> tuple[Any, dict]:
+    return text(sql.replace(":d", str(int(district_id)))), schema
+
+
+def _district_people(conn: Connection, district_id: int) -> Callable[[], pl.DataFrame]:
+    """The district's accounts with their phones (`PEOPLE_SCHEMA`), as a callable. On
+    Postgres they are read at once, in a thread of their own (about 1.5 s less at a
+    million people on two cores); elsewhere when called."""
+    if not is_postgres(conn):
+        return partial(query_frame, conn, *_PEOPLE_QUERY, {"d": district_id})
+    query = _bound(district_id, *_PEOPLE_QUERY)
+    return in_background(lambda: read_many(conn, {"people": query}, workers=1)["people"]).result
+
+
+def _all_people_of(engine: Engine, district_id: int) -> pl.DataFrame:
+    """`_district_people`, read on a connection of its own."""
+    with engine.connect() as conn:
+        return query_frame(conn, *_PEOPLE_QUERY, {"d": district_id})
+
+
+def _people_of(engine: Engine, district_id: int, ids: pl.Series) -> pl.DataFrame:
+    """`_district_people` of these accounts only (Postgres; its own connection)."""
+    if not ids.len():
+        return pl.DataFrame(schema=PEOPLE_SCHEMA)
+    values = ids.unique().sort().cast(pl.String).str.join(",").item()
+    with engine.connect() as conn:
+        return read_frame(
+            conn, text(_PEOPLE_OF_SQL.format(ids=values, d=int(district_id))), PEOPLE_SCHEMA
+        )
 
 
 def _read_district_contacts(
@@ -431,14 +472,16 @@ def resolve_identities(
     roster: Roster,
     *,
     candidates_later: bool = False,
-    scope_of: Callable[[pl.DataFrame], tuple[pl.Series, pl.Series] | None] | None = None,
+    scope_of: Callable[[pl.DataFrame], tuple[pl.Series, pl.Series, pl.Series] | None] | None = None,
+    similar_base: StoredKeys | None = None,
 ) -> Resolution:
     """Every person of the drop with its account (null when one must be created), the
     decision and its reason; plus the merge candidates the drop reveals, or with
     `candidates_later` a function that works them out.
 
     `scope_of` (an incremental drop) is given every person's identity and returns the
-    people the drop's plan looks at and their accounts (None: all of them). A person
+    people the drop's plan looks at, their accounts, and the accounts whose
+    similar-people keys may have changed (None: all of them). A person
     already linked needs nothing but their link, so the district's million contact
     points are not read: only the scope's accounts' (which the plan diffs) and the
     owners of the new people's and the scope's values; and the contact conflicts of
@@ -447,11 +490,17 @@ def resolve_identities(
     checks the candidates against a full match). With a scope, `identities` flags
     `other_districts` for its accounts only, `contact_owners` holds the owners of its
     values and of the new people's, and `district_contacts` its accounts' contact
-    points."""
+    points.
+
+    `similar_base` (with `scope_of`, on Postgres): the similar-people keys the last
+    applied drop left; the scan then reads and works out again only the scope's
+    accounts and those that drop wrote (`similar_people.scan_scoped`), not the
+    district's million people."""
     first_rows = _first_rows(roster)
     people = first_rows.select("person_key", "role", "sis_id", "src_file", "src_row")
+    from_base = scope_of is not None and similar_base is not None and is_postgres(conn)
     read, district_people, base_run_id = _read_district(
-        conn, district_id, contacts=scope_of is None
+        conn, district_id, contacts=scope_of is None, people=not from_base
     )
     links = read["links"]
     contacts = roster.contacts.select("person_key", "kind", "value")
@@ -626,6 +675,18 @@ def resolve_identities(
         [already.select(cols), linked.select(cols), created.select(cols)], how="vertical_relaxed"
     )
     scope = None if scope_of is None else scope_of(identities)
+    rescan = None
+    if from_base and scope is not None and similar_base is not None:
+        rescan = partial(
+            scan_scoped,
+            base=similar_base,
+            changed=scope[2],
+            read_people=partial(_people_of, conn.engine, district_id),
+            read_district=partial(_all_people_of, conn.engine, district_id),
+        )
+    elif district_people is None:  # a full plan after all: the district's people
+        district_people = _district_people(conn, district_id)
+
     checked = identities["account_id"]
     if scope_of is not None and scope is None:
         # Planned in full after all: the district's contact points, as without a scope.
@@ -638,7 +699,7 @@ def resolve_identities(
         # The scope's accounts' contact points (the plan diffs them), the owners of the
         # scope's values (found there first, as `_owners` does with the district's),
         # and the flag below for the scope's accounts only: the plan looks at no other.
-        scope_people, scope_accounts = scope
+        scope_people, scope_accounts, _ = scope
         read["contacts"] = read_contacts_of(conn, scope_accounts)
         in_scope = contacts.join(scope_people.to_frame("person_key"), on="person_key", how="semi")
         unknown = in_scope.join(owners, on=["kind", "value"], how="anti")
@@ -702,17 +763,22 @@ def resolve_identities(
         detail="detail",
     )
 
-    def all_candidates() -> pl.DataFrame:
-        similar = _similar_candidates(roster, first_rows, identities, district_people())
-        return _finish_candidates(
-            pl.concat(
-                [
-                    contact_candidates.cast({"account_id": pl.Int64, "other_account_id": pl.Int64}),
-                    similar,
-                ],
-                how="vertical_relaxed",
-            )
+    def all_candidates() -> FoundCandidates:
+        entities = drop_entities(first_rows, identities)
+        rescanned = None
+        if rescan is not None:
+            similar, keys, rescanned = rescan(entities, roster.contacts)
+        else:
+            assert district_people is not None
+            similar, keys = scan(entities, roster.contacts, district_people())
+        pairs = pl.concat(
+            [
+                contact_candidates.cast({"account_id": pl.Int64, "other_account_id": pl.Int64}),
+                similar,
+            ],
+            how="vertical_relaxed",
         )
+        return FoundCandidates(_finish_candidates(pairs), keys, rescanned)
 
     return Resolution(
         identities=identities,
@@ -724,21 +790,7 @@ def resolve_identities(
     )
 
 
-# --- merge candidates inside the district ---------------------------------------------
-
-
-def normalised_name(first: pl.Expr, last: pl.Expr) -> pl.Expr:
-    """Lower case, accents and punctuation removed, spaces collapsed ("José  O'Neil" →
-    "jose oneil")."""
-    full = pl.concat_str(first.fill_null(""), pl.lit(" "), last.fill_null(""))
-    return (
-        full.str.normalize("NFKD")
-        .str.replace_all(r"\p{M}", "")
-        .str.to_lowercase()
-        .str.replace_all(r"['’`.]", "")
-        .str.replace_all(r"[^\p{L}\p{N}]+", " ")
-        .str.strip_chars()
-    )
+# --- merge candidates ------------------------------------------------------------------
 
 
 def _entity(account: pl.Expr, person: pl.Expr) -> pl.Expr:
@@ -747,125 +799,6 @@ def _entity(account: pl.Expr, person: pl.Expr) -> pl.Expr:
         pl.when(account.is_not_null())
         .then(pl.concat_str(pl.lit("a:"), account.cast(pl.String)))
         .otherwise(pl.concat_str(pl.lit("p:"), person))
-    )
-
-
-def _similar_candidates(
-    roster: Roster,
-    first_rows: pl.DataFrame,
-    identities: pl.DataFrame,
-    district_people: pl.DataFrame,
-) -> pl.DataFrame:
-    """same_name_phone and same_name_dob pairs among the district's people and accounts
-    (`first_rows`: the drop's people, one row each; `district_people`: accounts with
-    their phones, as `_read_district` reads them)."""
-    # Entities as integers, cheaper to join and group than text: an account's id, or
-    # for a person whose account this drop creates, minus one minus their row.
-    drop_people = (
-        first_rows.select("person_key", "role", "first_name", "last_name", "dob")
-        .join(identities.select("person_key", "account_id"), on="person_key")
-        .with_row_index("n")
-        .with_columns(entity=pl.coalesce("account_id", -1 - pl.col("n").cast(pl.Int64)))
-    )
-    new_people = drop_people.filter(pl.col("account_id").is_null()).select("entity", "person_key")
-    roles = drop_people.group_by("entity").agg(roles=pl.col("role").unique())
-    spellings = pl.concat(
-        [
-            drop_people.select(
-                "entity",
-                "first_name",
-                "last_name",
-                dob=pl.when(pl.col("role") == ROLE_STUDENT).then(pl.col("dob")),
-            ),
-            district_people.select("first_name", "last_name", "dob", entity="id"),
-        ],
-        how="diagonal",
-    ).unique()
-    # Most of the drop's people are the district's accounts under the same names, and
-    # names repeat: normalised once per distinct name (the costly part).
-    normalised = (
-        spellings.select("first_name", "last_name")
-        .unique()
-        .with_columns(name=normalised_name(pl.col("first_name"), pl.col("last_name")))
-    )
-    names = (
-        spellings.join(normalised, on=["first_name", "last_name"], nulls_equal=True)
-        .select("entity", "name", "dob")
-        .filter(pl.col("name") != "")
-        .unique()
-    )
-    phones = pl.concat(
-        [
-            roster.contacts.filter(pl.col("kind") == CONTACT_PHONE)
-            .join(drop_people.select("person_key", "entity"), on="person_key")
-            .select("entity", phone="value"),
-            district_people.filter(pl.col("phone").is_not_null()).select("phone", entity="id"),
-        ],
-        how="diagonal",
-    ).unique()
-    # Grouped by the key's columns, not by a key written as text: the text of a key
-    # and of a candidate's detail is written for the few pairs found, not for millions.
-    pairs = pl.concat(
-        [
-            _same_key_pairs(
-                names.select("entity", "name").unique().join(phones, on="entity"),
-                "phone",
-            ).select(
-                "entity",
-                "other",
-                reason=pl.lit(SAME_NAME_PHONE),
-                detail=pl.concat_str(
-                    pl.lit("same name '"), pl.col("name"), pl.lit("' and phone "), pl.col("phone")
-                ),
-            ),
-            _same_key_pairs(names.filter(pl.col("dob").is_not_null()), "dob").select(
-                "entity",
-                "other",
-                reason=pl.lit(SAME_NAME_DOB),
-                detail=pl.concat_str(
-                    pl.lit("same name '"),
-                    pl.col("name"),
-                    pl.lit("' and date of birth "),
-                    pl.col("dob").cast(pl.String),
-                ),
-            ),
-        ]
-    )
-    if not pairs.height:
-        return pl.DataFrame(schema={k: v for k, v in CANDIDATES_SCHEMA.items() if k != "pair_key"})
-    pairs = (
-        pairs.join(roles, on="entity", how="left")
-        .join(roles.rename({"entity": "other", "roles": "other_roles"}), on="other", how="left")
-        # Two SIS people of one role in this drop are different people by the SIS's word.
-        .filter(
-            pl.col("roles").is_null()
-            | pl.col("other_roles").is_null()
-            | (pl.col("roles").list.set_intersection("other_roles").list.len() == 0)
-        )
-        .join(new_people, on="entity", how="left")
-        .join(
-            new_people.select(other="entity", other_person_key="person_key"),
-            on="other",
-            how="left",
-        )
-    )
-    return pairs.select(
-        account_id=pl.when(pl.col("entity") >= 0).then(pl.col("entity")),
-        person_key="person_key",
-        other_account_id=pl.when(pl.col("other") >= 0).then(pl.col("other")),
-        other_person_key="other_person_key",
-        reason="reason",
-        detail="detail",
-    )
-
-
-def _same_key_pairs(keyed: pl.DataFrame, value: str) -> pl.DataFrame:
-    """Pairs of entities (`entity` < `other`) sharing a name and `value`, in groups small
-    enough to suggest a duplicate; with the name and `value`."""
-    key = ["name", value]
-    groups = keyed.filter(pl.len().over(key).is_between(2, MAX_GROUP))
-    return groups.join(groups.select(*key, other="entity"), on=key).filter(
-        pl.col("entity") < pl.col("other")
     )
 
 

@@ -58,6 +58,11 @@ class Scope:
     accounts: pl.Series
     # Rows that differ from the previous applied drop, per table (added + gone).
     changed_rows: dict[str, int]
+    # The accounts whose similar-people keys may differ from the previous drop's scan
+    # (`similar_people.scan_scoped`): those of people whose own people or contact rows
+    # changed, who are new or newly linked, or left, and those written outside the
+    # sync. None: every account of the scope.
+    rescan: pl.Series | None = None
 
     def stats(self) -> dict[str, int]:
         return {
@@ -141,11 +146,13 @@ def changed_rows(new: pl.DataFrame, old: pl.DataFrame) -> pl.DataFrame:
 
 def changed_people(
     new: RosterFingerprint, old: RosterFingerprint
-) -> tuple[pl.Series, dict[str, int]] | None:
+) -> tuple[pl.Series, dict[str, int], pl.Series] | None:
     """The keys of the people whose own rows changed between two drops (their people,
     contact, school, enrollment and guardian rows; an owner of a changed class; the guardians of
-    a student whose enrollments changed), and the changed rows per table. None when
-    the schools changed: then everything is planned in full."""
+    a student whose enrollments changed), the changed rows per table, and the keys of
+    the people whose people or contact rows changed (what the similar-people scan
+    reads of a person). None when the schools changed: then everything is planned in
+    full."""
     delta = {table: changed_rows(new.tables[table], old.tables[table]) for table in _DIFFED_KEYS}
     counts = {table: frame.height for table, frame in delta.items()}
     if counts["schools"]:
@@ -169,7 +176,12 @@ def changed_people(
             *guardians,
         ]
     )
-    return keys.drop_nulls().unique().rename("person_key"), counts
+    described = pl.concat([delta["people"]["person_key"], delta["contacts"]["person_key"]])
+    return (
+        keys.drop_nulls().unique().rename("person_key"),
+        counts,
+        described.drop_nulls().unique().rename("person_key"),
+    )
 
 
 def scope_for(
@@ -177,11 +189,13 @@ def scope_for(
     counts: dict[str, int],
     identities: pl.DataFrame,
     more_accounts: pl.Series,
+    described: pl.Series | None = None,
 ) -> Scope:
     """Close the changed people over their accounts: every person the identity step
     did not find already linked, every account of a changed person, `more_accounts`
     (those of people who left, from their SIS links, and those written outside the
-    sync since the last apply), and every person of those accounts."""
+    sync since the last apply), and every person of those accounts. With `described`
+    (the people whose people or contact rows changed), also `Scope.rescan`."""
     linked = identities.select("person_key", "account_id", "decision")
     dirty = linked.filter(
         pl.col("person_key").is_in(changed.implode()) | (pl.col("decision") != ALREADY_LINKED)
@@ -200,4 +214,20 @@ def scope_for(
         .unique()
         .sort()
     )
-    return Scope(people=people, accounts=accounts, changed_rows=counts)
+    rescan = None
+    if described is not None:
+        rescan = (
+            pl.concat(
+                [
+                    linked.filter(
+                        pl.col("person_key").is_in(described.implode())
+                        | (pl.col("decision") != ALREADY_LINKED)
+                    )["account_id"].drop_nulls(),
+                    more_accounts.cast(pl.Int64),
+                ]
+            )
+            .unique()
+            .sort()
+            .rename("account_id")
+        )
+    return Scope(people=people, accounts=accounts, changed_rows=counts, rescan=rescan)

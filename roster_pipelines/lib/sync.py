@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
@@ -22,6 +23,7 @@ from roster_pipelines.lib.background import in_background
 from roster_pipelines.lib.canonical import Roster
 from roster_pipelines.lib.drops import DropManifest
 from roster_pipelines.lib.identity import (
+    FoundCandidates,
     contact_owners,
     decision_counts,
     record_candidates,
@@ -48,10 +50,17 @@ from roster_pipelines.lib.plan import (
     plan_differences,
     removals_frame,
 )
+from roster_pipelines.lib.similar_people import (
+    KeysFolder,
+    SimilarKeys,
+    StoredKeys,
+    key_differences,
+)
 from roster_pipelines.lib.store.engine import refresh_statistics
 from roster_pipelines.lib.store.locks import lock_district
 from roster_pipelines.lib.store.marks import (
     ChangesSeen,
+    CleanBase,
     changes_seen,
     clean_base_run,
     consume_account_changes,
@@ -99,7 +108,11 @@ class IdentityResult:
     base_run_id: int | None = None
     # The merge candidates, still being worked out and recorded in a thread of their own
     # (`decisions` has no "candidates" count yet): `settled()` waits for them.
-    pending: Future[pl.DataFrame] | None = None
+    pending: Future[FoundCandidates] | None = None
+    # What the similar-people scan leaves for the next drop's (`keep_similar_keys`), and
+    # how many accounts it worked out again from the last drop's (None: in full).
+    similar_keys: SimilarKeys | None = None
+    rescanned: int | None = None
     # When identity was given the previous drop's fingerprint (`resolve_drop`'s
     # `previous`), it worked out the incremental plan's scope (None: plan in full) and
     # read the writes outside the sync that scope accounts for (`seen`); the plan uses
@@ -112,12 +125,16 @@ class IdentityResult:
         """This result with its merge candidates (waiting for them if need be)."""
         if self.pending is None:
             return self
-        candidates = self.pending.result()
+        return self.with_candidates(self.pending.result())
+
+    def with_candidates(self, found: FoundCandidates) -> IdentityResult:
         return replace(
             self,
-            candidates=candidates,
-            decisions=decision_counts(self.identities, candidates),
+            candidates=found.pairs,
+            decisions=decision_counts(self.identities, found.pairs),
             pending=None,
+            similar_keys=found.keys,
+            rescanned=found.rescanned,
         )
 
 
@@ -183,6 +200,7 @@ def resolve_drop(
     drop: str | None = None,
     candidates_in_background: bool = False,
     previous: Callable[[str], RosterFingerprint | None] | None = None,
+    similar_keys: KeysFolder | None = None,
 ) -> IdentityResult:
     """Register the district on its first drop, then resolve every person's account and
     record the merge candidates the drop reveals (tied to the drop by `drop`).
@@ -194,7 +212,9 @@ def resolve_drop(
     `previous` gives the fingerprint of an earlier drop's validated roster (as
     `plan_drop`'s does): with it, the incremental plan's scope is worked out here, and
     a maintenance drop's identity reads and matches no more of the district than that
-    scope needs (`identity.resolve_identities`' `scope_of`)."""
+    scope needs (`identity.resolve_identities`' `scope_of`). With `similar_keys`, where
+    that drop's apply left its similar-people keys (`keep_similar_keys`), the scan works
+    out again only what may have changed since (`similar_people.scan_scoped`)."""
     later = candidates_in_background and engine.dialect.name == "postgresql"
     decided: list[Scope | None] = []
     with engine.begin() as conn:
@@ -206,13 +226,18 @@ def resolve_drop(
             else _incremental_base(conn, district_id, previous, seen)
         )
         scope_of = None
+        similar_base = None
         if base is not None and seen is not None:
+            clean, old, refused = base
             # The roster delta (polars) is worked out while identity reads the district
             # (Postgres): about a second each at a million people.
-            delta = in_background(_changed_since, roster, *base)
+            delta = in_background(_changed_since, roster, old, refused)
+            similar_base = _stored_keys(similar_keys, clean)
             base_seen = seen
 
-            def scope_of(identities: pl.DataFrame) -> tuple[pl.Series, pl.Series] | None:
+            def scope_of(
+                identities: pl.DataFrame,
+            ) -> tuple[pl.Series, pl.Series, pl.Series] | None:
                 found = delta.result()
                 scope = (
                     None
@@ -220,17 +245,25 @@ def resolve_drop(
                     else _scope_after_identity(conn, district_id, identities, *found, base_seen)
                 )
                 decided.append(scope)
-                return None if scope is None else (scope.people, scope.accounts)
+                if scope is None:
+                    return None
+                rescan = scope.accounts if scope.rescan is None else scope.rescan
+                return scope.people, scope.accounts, rescan
 
         resolution = resolve_identities(
-            conn, district_id, roster, candidates_later=later, scope_of=scope_of
+            conn,
+            district_id,
+            roster,
+            candidates_later=later,
+            scope_of=scope_of,
+            similar_base=similar_base,
         )
         if resolution.candidates is not None:
-            record_candidates(conn, district_id, drop, resolution.candidates)
+            record_candidates(conn, district_id, drop, resolution.candidates.pairs)
     result = IdentityResult(
         district_id,
         resolution.identities,
-        decision_counts(resolution.identities, resolution.candidates),
+        decision_counts(resolution.identities),
         contact_owners=resolution.contact_owners,
         district_contacts=resolution.district_contacts,
         base_run_id=resolution.base_run_id,
@@ -239,7 +272,7 @@ def resolve_drop(
         seen=seen,
     )
     if resolution.candidates is not None:
-        result.candidates = resolution.candidates
+        result = result.with_candidates(resolution.candidates)
     if resolution.later_candidates is not None:
         del result.decisions["candidates"]  # counted once they are worked out
         result.pending = in_background(
@@ -249,12 +282,70 @@ def resolve_drop(
 
 
 def _record_candidates_later(
-    engine: Engine, district_id: int, drop: str | None, work: Callable[[], pl.DataFrame]
-) -> pl.DataFrame:
-    candidates = work()
+    engine: Engine, district_id: int, drop: str | None, work: Callable[[], FoundCandidates]
+) -> FoundCandidates:
+    found = work()
     with engine.begin() as conn:
-        record_candidates(conn, district_id, drop, candidates)
-    return candidates
+        record_candidates(conn, district_id, drop, found.pairs)
+    return found
+
+
+def _stored_keys(folder: KeysFolder | None, base: CleanBase) -> StoredKeys | None:
+    """The similar-people keys the base run's apply left, if it left them."""
+    stored = None if folder is None else folder.load(base.drop_id)
+    return stored if stored is not None and stored.run_id == base.run_id else None
+
+
+def keep_similar_keys(
+    engine: Engine,
+    folder: KeysFolder,
+    identity: IdentityResult,
+    plan: SyncPlan,
+    outcome: SyncOutcome,
+) -> bool:
+    """After a drop applied: keep its similar-people keys for the next drop's scan, with
+    the accounts whose names, dates of birth or phones its apply wrote or which it
+    linked (`_written_by`; the accounts it made are new to the next scan anyway), and
+    let the older drops' go. Returns whether the keys were kept."""
+    identity = identity.settled()
+    keys = identity.similar_keys
+    if outcome.status != APPLIED or outcome.sync_run_id is None or keys is None:
+        return False
+    if engine.dialect.name != "postgresql":  # no change marks: every scan is a full one
+        return False
+    written = _written_by(engine, plan)
+    folder.save(
+        outcome.drop, StoredKeys(keys.without(written.head(0)), written, outcome.sync_run_id)
+    )
+    for other in folder.root.iterdir():
+        if other.name != outcome.drop and other.is_dir():
+            shutil.rmtree(other, ignore_errors=True)
+    return True
+
+
+def _written_by(engine: Engine, plan: SyncPlan) -> pl.Series:
+    """The existing accounts whose similar-people keys the plan's apply changed: their
+    names or dates of birth, their phones (added, or replaced: read by contact point),
+    or their district (a new SIS link). (Memberships leave them in the district: an
+    SIS person stays one through their link, active or not.)"""
+    ids = pl.concat(
+        [
+            plan.accounts.updates["id"].cast(pl.Int64),
+            plan.contacts.adds["account_id"].cast(pl.Int64),
+            plan.links.adds["account_id"].cast(pl.Int64),
+        ]
+    )
+    replaced = plan.contacts.updates["id"].cast(pl.Int64).unique().sort().to_list()
+    if replaced:
+        with engine.connect() as conn:
+            owners = conn.execute(
+                text(
+                    "SELECT account_id FROM contact_points WHERE id = ANY(CAST(:ids AS bigint[]))"
+                ),
+                {"ids": replaced},
+            ).scalars()
+            ids = pl.concat([ids, pl.Series(list(owners), dtype=pl.Int64)])
+    return ids.filter(ids > 0).unique().sort().rename("account_id")
 
 
 # "off" plans every drop in full (the incremental plan's switch for operators).
@@ -385,9 +476,10 @@ def _verify_incremental(
         )
         differences += identity_differences(identity.identities, full.identities, scope)
         if resolution.later_candidates is not None:
-            differences += candidate_differences(
-                identity.settled().candidates, resolution.later_candidates()
-            )
+            settled, found = identity.settled(), resolution.later_candidates()
+            differences += candidate_differences(settled.candidates, found.pairs)
+            if settled.similar_keys is not None:
+                differences += key_differences(settled.similar_keys, found.keys)
     differences += plan_differences(plan, _plan(conn, full, roster, now, None))
     if differences:
         raise IncrementalMismatch(
@@ -442,13 +534,10 @@ def _incremental_scope(
     if previous is None:
         return None
     base = _incremental_base(conn, identity.district_id, previous, seen)
-    found = None if base is None else _changed_since(roster, *base)
+    found = None if base is None else _changed_since(roster, *base[1:])
     if found is None:
         return None
-    changed, counts = found
-    return _scope_after_identity(
-        conn, identity.district_id, identity.identities, changed, counts, seen
-    )
+    return _scope_after_identity(conn, identity.district_id, identity.identities, *found, seen)
 
 
 def _incremental_base(
@@ -456,9 +545,9 @@ def _incremental_base(
     district_id: int,
     previous: Callable[[str], RosterFingerprint | None],
     seen: ChangesSeen,
-) -> tuple[RosterFingerprint, pl.Series] | None:
-    """The fingerprint of the last applied drop's roster and the people whose contact
-    points its plan refused, when that drop applied in full, nothing but the sync wrote
+) -> tuple[CleanBase, RosterFingerprint, pl.Series] | None:
+    """The last applied drop's run, the fingerprint of its roster and the people whose
+    contact points its plan refused, when that drop applied in full, nothing but the sync wrote
     the district's schools and settings since (`seen`) and its roster is stored; None:
     plan in full."""
     if os.environ.get(INCREMENTAL_ENV, "on").lower() == "off":
@@ -471,20 +560,21 @@ def _incremental_base(
         return None
     # Whether their contact points can be applied now depends on accounts outside the
     # district (an owner may have let a value go): planned again on every drop.
-    return old, _people_with_refused_contacts(conn, base.run_id)
+    return base, old, _people_with_refused_contacts(conn, base.run_id)
 
 
 def _changed_since(
     roster: Roster, old: RosterFingerprint, refused: pl.Series
-) -> tuple[pl.Series, dict[str, int]] | None:
+) -> tuple[pl.Series, dict[str, int], pl.Series] | None:
     """The people whose rows differ from the base drop's (`_incremental_base`) or whose
-    contact points it refused, and the changed rows per table; None when the schools
-    changed. (`_scope_after_identity` decides whether the change is too big.)"""
+    contact points it refused, the changed rows per table, and the people whose people
+    or contact rows changed; None when the schools changed. (`_scope_after_identity`
+    decides whether the change is too big.)"""
     found = changed_people(fingerprint(roster), old)
     if found is None:
         return None
-    changed, counts = found
-    return pl.concat([changed, refused]).unique().sort(), counts
+    changed, counts, described = found
+    return pl.concat([changed, refused]).unique().sort(), counts, described
 
 
 def _scope_after_identity(
@@ -493,6 +583,7 @@ def _scope_after_identity(
     identities: pl.DataFrame,
     changed: pl.Series,
     counts: dict[str, int],
+    described: pl.Series,
     seen: ChangesSeen,
 ) -> Scope | None:
     """The changed people closed over their accounts (`scope_for`), with the accounts of
@@ -511,6 +602,7 @@ def _scope_after_identity(
         counts,
         identities,
         pl.concat([pl.Series(accounts_of_gone, dtype=pl.Int64), seen.accounts]),
+        described=described,
     )
     if scope.people.len() > limit:
         return None

@@ -427,7 +427,7 @@ def test_merge_candidates_that_fail_leave_the_drop_unapplied(
     def broken(*args, **kwargs):
         raise RuntimeError("similar-people scan broke")
 
-    monkeypatch.setattr("roster_pipelines.lib.identity._similar_candidates", broken)
+    monkeypatch.setattr("roster_pipelines.lib.identity.scan", broken)
     with pytest.raises(Exception, match="similar-people scan broke"):
         sync_folder(folder, district=DISTRICT, settings=settings, drop="d1")
     engine = make_engine(settings.database_url)

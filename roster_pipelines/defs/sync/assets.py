@@ -25,11 +25,13 @@ from roster_pipelines.lib.issues import counts_by_code, sample_messages
 from roster_pipelines.lib.notify.outbox import enqueue_report_email
 from roster_pipelines.lib.plan import SyncPlan
 from roster_pipelines.lib.report import build_report, render_markdown, write_report
+from roster_pipelines.lib.similar_people import KeysFolder
 from roster_pipelines.lib.store.state import utcnow
 from roster_pipelines.lib.sync import (
     IdentityResult,
     SyncOutcome,
     apply_drop,
+    keep_similar_keys,
     plan_drop,
     record_rejection,
     resolve_drop,
@@ -177,6 +179,14 @@ def validated_roster(
     )
 
 
+def _scan_extent(rescanned: int | None) -> str:
+    return "in full" if rescanned is None else f"{rescanned} accounts again, the rest kept"
+
+
+def _similar_keys(roster_store: RosterStore, district: str) -> KeysFolder:
+    return KeysFolder(roster_store.settings().similar_keys_folder(district))
+
+
 def _stored_fingerprints(
     roster_store: RosterStore, district: str
 ) -> Callable[[str], RosterFingerprint | None]:
@@ -209,6 +219,7 @@ def identity_resolution(
         # Worked out while the drop is planned; the apply waits for them.
         candidates_in_background=True,
         previous=_stored_fingerprints(roster_store, raw_roster_files.district),
+        similar_keys=_similar_keys(roster_store, raw_roster_files.district),
     )
     context.add_output_metadata({**result.decisions, "people": result.identities.height})
     return result
@@ -284,6 +295,15 @@ def applied_sync(
         started_at=started_at,
         decisions=identity_resolution.settled().decisions,
     )
+    # For the next drop's similar-people scan (after the commit: a crash here costs
+    # that scan its shortcut, nothing else).
+    keep_similar_keys(
+        roster_store.engine(),
+        _similar_keys(roster_store, raw_roster_files.district),
+        identity_resolution,
+        sync_plan,
+        outcome,
+    )
     yield dg.Output(
         outcome,
         metadata={
@@ -291,6 +311,7 @@ def applied_sync(
             **outcome.changes,
             # (Worked out while the drop was planned: not in identity's metadata.)
             "merge_candidates": outcome.decisions.get("candidates", 0),
+            "similar_people_scan": _scan_extent(identity_resolution.settled().rescanned),
         },
     )
     yield dg.AssetCheckResult(
