@@ -265,6 +265,14 @@ class Bench:
             .scope
         )
         print(f"planned {'in full' if scope is None else 'incrementally'}: {scope}")
+        rescanned = (
+            DropStorageIOManager(state_dir=str(self.settings.state_dir))
+            .stored("identity_resolution", manifest.partition_key)
+            .rescanned
+        )
+        print(
+            f"similar-people scan: {'in full' if rescanned is None else rescanned} accounts again"
+        )
         print("| call | s | cpu s |\n|---|---|---|")
         for label in (PARSE, *(label for _, _, label in TIMED)):
             if label in self.totals:
