@@ -794,6 +794,14 @@ def changes_frame(plan: SyncPlan) -> pl.DataFrame:
     return pl.concat([p.cast(schema) for p in parts if p.height] or [pl.DataFrame(schema=schema)])
 
 
+def _below_threshold(removed: int, at_least: int, limit: dict[str, float]) -> bool:
+    """Whether `removed` rows stay under a removal threshold whatever the total, given
+    that the total is at least `at_least`."""
+    return removed < limit["count"] or (
+        at_least > 0 and 100.0 * removed / at_least <= limit["percent"]
+    )
+
+
 def guard_reasons(
     plan: SyncPlan,
     roster: Roster,
@@ -804,11 +812,12 @@ def guard_reasons(
 ) -> list[str]:
     """Why the drop's destructive changes must wait for an administrator (empty: apply)."""
     reasons: list[str] = []
+    # A scoped read's people and enrollments are the scope's: a lower bound of the
+    # district's, counted only when the bound cannot tell (`_below_threshold`).
     active = {
         "people": current.links.filter(pl.col("active")).height,
         "classes": current.classes.filter(pl.col("active")).height,
         "enrollments": current.class_memberships.filter(pl.col("active")).height,
-        **(current.totals or {}),  # a scoped read's district-wide counts
     }
     removed_of = {
         "people": plan.links.removals.height,
@@ -818,6 +827,9 @@ def guard_reasons(
     for kind, removed in removed_of.items():
         total = active[kind]
         limit = {**DEFAULT_THRESHOLDS[kind], **thresholds.get(kind, {})}
+        scoped = current.count_total is not None and kind != "classes"
+        if scoped and not _below_threshold(removed, total, limit):
+            total = current.count_total(kind)  # type: ignore[misc]
         if total and removed >= limit["count"] and 100.0 * removed / total > limit["percent"]:
             reasons.append(
                 f"would remove {removed} of {total} {kind} ({100.0 * removed / total:.1f}%), "

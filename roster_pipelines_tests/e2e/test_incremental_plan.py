@@ -456,3 +456,33 @@ def test_the_similar_people_scan_works_out_again_only_what_changed(
     assert _sync(third, settings, "d5") == "applied"
     assert _identity(settings, "d5").rescanned is not None
     assert pair not in _pairs(engine, "d5")
+
+
+def test_an_incremental_drop_past_a_removal_threshold_is_held_on_the_district_s_count(
+    tmp_path: Path, pg_url: str, drops: tuple[Path, Path, Path]
+) -> None:
+    """An incremental plan reads its scope's people only; its hold thresholds count the
+    district's active people when the scope's cannot decide. A drop that removes 8 % of
+    the students, under a 2 % threshold, is held with the district's total in its
+    reason, as the full plan (the run's verification) holds it."""
+    initial, second, _ = drops
+    settings = _settings(tmp_path, pg_url)
+    engine = make_engine(pg_url)
+    _sync(initial, settings, "d1")
+    admin.set_threshold(engine, DISTRICT, kind="people", percent=2, count=5)
+    assert _sync(second, settings, "d2") == "applied"  # the settings changed: in full
+    # The same drop, some students short: the change is the removals alone.
+    truncated = tmp_path / "truncated"
+    shutil.copytree(second, truncated)
+    students = truncated / "students.csv"
+    header, *rows = students.read_text().splitlines()
+    students.write_text("\n".join([header, *rows[: len(rows) * 92 // 100]]) + "\n")
+    assert _sync(truncated, settings, "d3") == "held"
+    assert _plan_scope(settings, "d3") is not None
+    storage = DropStorageIOManager(state_dir=str(settings.state_dir))
+    reasons = storage.stored("sync_plan", partition_key(DISTRICT, "d3")).hold_reasons
+    with engine.connect() as conn:
+        active = conn.execute(
+            sa.select(sa.func.count()).select_from(SisLink).where(SisLink.active)
+        ).scalar()
+    assert any(f" of {active} people" in r for r in reasons), reasons
