@@ -77,7 +77,12 @@ from roster_pipelines.lib.similar_people import (
 )
 from roster_pipelines.lib.store.frames import chunks, copy_out, is_postgres, read_frame, read_many
 from roster_pipelines.lib.store.models import MergeCandidate
-from roster_pipelines.lib.store.state import CONTACTS_SCHEMA, latest_run, read_contacts_of
+from roster_pipelines.lib.store.state import (
+    CONTACTS_SCHEMA,
+    id_array,
+    latest_run,
+    read_contacts_of,
+)
 
 ALREADY_LINKED = "already_linked"
 LINKED = "linked"
@@ -325,7 +330,7 @@ WHERE a.merged_into_id IS NULL AND a.id IN (
 _PEOPLE_OF_SQL = """
 SELECT a.id, a.first_name, a.last_name, a.dob, cp.value FROM accounts a
 LEFT JOIN contact_points cp ON cp.account_id = a.id AND cp.kind = 'phone'
-WHERE a.id = ANY('{{{ids}}}'::bigint[]) AND a.merged_into_id IS NULL AND (
+WHERE a.id = ANY({ids}) AND a.merged_into_id IS NULL AND (
     EXISTS (SELECT 1 FROM sis_links sl WHERE sl.account_id = a.id AND sl.district_id = {d})
     OR EXISTS (
         SELECT 1 FROM org_memberships om JOIN organisations o ON o.id = om.org_id
@@ -406,11 +411,9 @@ def _people_of(engine: Engine, district_id: int, ids: pl.Series) -> pl.DataFrame
     """`_district_people` of these accounts only (Postgres; its own connection)."""
     if not ids.len():
         return pl.DataFrame(schema=PEOPLE_SCHEMA)
-    values = ids.unique().sort().cast(pl.String).str.join(",").item()
+    sql = _PEOPLE_OF_SQL.format(ids=id_array(ids), d=int(district_id))
     with engine.connect() as conn:
-        return read_frame(
-            conn, text(_PEOPLE_OF_SQL.format(ids=values, d=int(district_id))), PEOPLE_SCHEMA
-        )
+        return read_frame(conn, text(sql), PEOPLE_SCHEMA)
 
 
 def _read_district_contacts(

@@ -827,9 +827,9 @@ def guard_reasons(
     for kind, removed in removed_of.items():
         total = active[kind]
         limit = {**DEFAULT_THRESHOLDS[kind], **thresholds.get(kind, {})}
-        scoped = current.count_total is not None and kind != "classes"
-        if scoped and not _below_threshold(removed, total, limit):
-            total = current.count_total(kind)  # type: ignore[misc]
+        count = current.count_total if kind != "classes" else None
+        if count is not None and not _below_threshold(removed, total, limit):
+            total = count(kind)
         if total and removed >= limit["count"] and 100.0 * removed / total > limit["percent"]:
             reasons.append(
                 f"would remove {removed} of {total} {kind} ({100.0 * removed / total:.1f}%), "

@@ -70,6 +70,9 @@ def normalised_name(first: pl.Expr, last: pl.Expr) -> pl.Expr:
     )
 
 
+_PARTS = ("names", "phones", "roles", "accounts")  # SimilarKeys' frames
+
+
 @dataclass
 class SimilarKeys:
     """Every entity's keys as one scan worked them out. Entities are integers: an
@@ -81,9 +84,9 @@ class SimilarKeys:
     roles: pl.DataFrame  # entity, roles (list): the roles of the drop's people
     accounts: pl.DataFrame  # account_id: every account scanned, with keys or without
 
-    def without(self, entities: pl.Series) -> SimilarKeys:
+    def without(self, entities: pl.Series | None = None) -> SimilarKeys:
         """These keys but those of `entities` and of the drop's new people."""
-        gone = entities.implode()
+        gone = (pl.Series([], dtype=pl.Int64) if entities is None else entities).implode()
 
         def keep(frame: pl.DataFrame, column: str = "entity") -> pl.DataFrame:
             return frame.filter((pl.col(column) >= 0) & pl.col(column).is_in(gone).not_())
@@ -98,8 +101,8 @@ class SimilarKeys:
 
 @dataclass
 class StoredKeys:
-    """What an applied drop leaves the next drop's scan: its keys, the accounts its
-    apply could write (its incremental scope), and its run."""
+    """What an applied drop leaves the next drop's scan: its keys, the accounts whose
+    keys its apply changed (`sync._written_by`), and its run."""
 
     keys: SimilarKeys
     written: pl.Series
@@ -178,7 +181,7 @@ def scan_scoped(
     keys = SimilarKeys(
         *(
             pl.concat([getattr(kept, part), getattr(fresh, part)], how="vertical_relaxed")
-            for part in ("names", "phones", "roles", "accounts")
+            for part in _PARTS
         )
     )
     return _pairs(keys, people), keys, again.len()
@@ -297,7 +300,7 @@ def key_differences(scoped: SimilarKeys, full: SimilarKeys) -> list[str]:
     """How the accounts' keys of a scan from the last drop's keys differ from a full
     scan's (verification mode: stale keys show here even where they make no pair)."""
     problems = []
-    for part in ("names", "phones", "roles", "accounts"):
+    for part in _PARTS:
         a, b = (_comparable(getattr(keys, part)) for keys in (scoped, full))
         extra = a.join(b, on=a.columns, how="anti", nulls_equal=True)
         missing = b.join(a, on=b.columns, how="anti", nulls_equal=True)

@@ -61,6 +61,7 @@ from roster_pipelines.lib.store.locks import lock_district
 from roster_pipelines.lib.store.marks import (
     ChangesSeen,
     CleanBase,
+    accounts_written,
     changes_seen,
     clean_base_run,
     consume_account_changes,
@@ -314,9 +315,7 @@ def keep_similar_keys(
     if engine.dialect.name != "postgresql":  # no change marks: every scan is a full one
         return False
     written = _written_by(engine, plan)
-    folder.save(
-        outcome.drop, StoredKeys(keys.without(written.head(0)), written, outcome.sync_run_id)
-    )
+    folder.save(outcome.drop, StoredKeys(keys.without(), written, outcome.sync_run_id))
     for other in folder.root.iterdir():
         if other.name != outcome.drop and other.is_dir():
             shutil.rmtree(other, ignore_errors=True)
@@ -325,27 +324,13 @@ def keep_similar_keys(
 
 def _written_by(engine: Engine, plan: SyncPlan) -> pl.Series:
     """The existing accounts whose similar-people keys the plan's apply changed: their
-    names or dates of birth, their phones (added, or replaced: read by contact point),
-    or their district (a new SIS link). (Memberships leave them in the district: an
-    SIS person stays one through their link, active or not.)"""
-    ids = pl.concat(
-        [
-            plan.accounts.updates["id"].cast(pl.Int64),
-            plan.contacts.adds["account_id"].cast(pl.Int64),
-            plan.links.adds["account_id"].cast(pl.Int64),
-        ]
-    )
-    replaced = plan.contacts.updates["id"].cast(pl.Int64).unique().sort().to_list()
-    if replaced:
-        with engine.connect() as conn:
-            owners = conn.execute(
-                text(
-                    "SELECT account_id FROM contact_points WHERE id = ANY(CAST(:ids AS bigint[]))"
-                ),
-                {"ids": replaced},
-            ).scalars()
-            ids = pl.concat([ids, pl.Series(list(owners), dtype=pl.Int64)])
-    return ids.filter(ids > 0).unique().sort().rename("account_id")
+    names, dates of birth or phones (`marks.accounts_written`), or their district (a
+    new SIS link). (Memberships leave them in the district: an SIS person stays one
+    through their link, active or not.)"""
+    with engine.connect() as conn:
+        written = accounts_written(conn, plan)
+    linked = plan.links.adds["account_id"].cast(pl.Int64)
+    return pl.concat([written, linked.filter(linked > 0)]).unique().sort().rename("account_id")
 
 
 # "off" plans every drop in full (the incremental plan's switch for operators).

@@ -66,9 +66,7 @@ def _pairs(frame: pl.DataFrame) -> set[tuple]:
 def _from_kept(changed: list[int], written: list[int] = ()) -> tuple:
     people = sp.drop_entities(FIRST_ROWS, IDENTITIES)
     _, kept = sp.scan(people, CONTACTS, BEFORE)
-    base = sp.StoredKeys(
-        kept.without(pl.Series([], dtype=pl.Int64)), pl.Series(list(written), dtype=pl.Int64), 1
-    )
+    base = sp.StoredKeys(kept.without(), pl.Series(list(written), dtype=pl.Int64), 1)
 
     def read_people(ids: pl.Series) -> pl.DataFrame:
         return AFTER.filter(pl.col("id").is_in(ids.implode()))

@@ -117,33 +117,46 @@ def consume_account_changes(conn: Connection, ids: pl.Series) -> None:
         )
 
 
-def log_shared_account_changes(conn: Connection, plan: SyncPlan) -> int:
-    """After the plan's writes: record, for every other district linking them or listing
-    them as members, the accounts whose names, dates or contact points the plan changed (the rows of another
-    district's scope a sync writes; classes are planned whole). Returns how many
-    records were written (Postgres; 0 elsewhere)."""
+def accounts_written(conn: Connection, plan: SyncPlan) -> pl.Series:
+    """The existing accounts whose names, dates of birth or contact points the plan
+    changes (Postgres: a replaced contact point's account is read from the database;
+    the accounts the plan creates have no id yet and are left out)."""
     ids = pl.concat(
         [
             plan.accounts.updates["id"].cast(pl.Int64),
             plan.contacts.adds["account_id"].cast(pl.Int64),
         ]
     )
-    ids = ids.filter(ids > 0).unique().sort().to_list()
-    contact_ids = plan.contacts.updates["id"].cast(pl.Int64).unique().sort().to_list()
-    if not is_postgres(conn) or not (ids or contact_ids):
+    replaced = plan.contacts.updates["id"].cast(pl.Int64).unique().sort().to_list()
+    if replaced:
+        owners = conn.execute(
+            text("SELECT account_id FROM contact_points WHERE id = ANY(CAST(:ids AS bigint[]))"),
+            {"ids": replaced},
+        ).scalars()
+        ids = pl.concat([ids, pl.Series(list(owners), dtype=pl.Int64)])
+    return ids.filter(ids > 0).unique().sort().rename("account_id")
+
+
+def log_shared_account_changes(conn: Connection, plan: SyncPlan) -> int:
+    """After the plan's writes: record, for every other district linking them or
+    listing them as members, the accounts whose names, dates or contact points the plan
+    changed (`accounts_written`: the rows of another district's scope a sync writes;
+    classes are planned whole). Returns how many records were written (Postgres; 0
+    elsewhere)."""
+    if not is_postgres(conn):
+        return 0
+    written = accounts_written(conn, plan)
+    if not written.len():
         return 0
     return conn.execute(
-        text(_SHARED_CHANGES_SQL), {"ids": ids, "contacts": contact_ids, "d": plan.district_id}
+        text(_SHARED_CHANGES_SQL), {"ids": written.to_list(), "d": plan.district_id}
     ).rowcount
 
 
 # The written accounts' other districts: those linking them, and those whose schools
 # list them as members (the similar-people scan looks at those too, migration 0009).
 _SHARED_CHANGES_SQL = """
-WITH written AS (
-    SELECT unnest(CAST(:ids AS bigint[])) AS account_id
-    UNION SELECT cp.account_id FROM contact_points cp WHERE cp.id = ANY(CAST(:contacts AS bigint[]))
-)
+WITH written AS (SELECT unnest(CAST(:ids AS bigint[])) AS account_id)
 INSERT INTO roster_account_changes (district_id, account_id)
 SELECT DISTINCT x.district_id, x.account_id FROM (
     SELECT l.district_id, l.account_id FROM sis_links l JOIN written w USING (account_id)

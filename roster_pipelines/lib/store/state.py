@@ -295,12 +295,17 @@ def _known(known: dict[str, pl.DataFrame | None] | None) -> dict[str, pl.DataFra
     return {k: frame for k, frame in (known or {}).items() if frame is not None}
 
 
+def id_array(ids: pl.Series) -> str:
+    """The ids as a Postgres array literal (`'{1,2}'::bigint[]`), for `= ANY(...)`."""
+    values = ids.drop_nulls().unique().sort().cast(pl.String).str.join(",").item()
+    return f"'{{{values}}}'::bigint[]"
+
+
 def _ids_in(ids: pl.Series) -> Any:
     """`= ANY(<literal array>)`: the ids travel inside the statement, so the read can
     run on another connection (`read_many`), and the planner walks the indexes for
     them where a join with a staged table scanned the whole table."""
-    values = ids.drop_nulls().unique().sort().cast(pl.String).str.join(",").item()
-    return literal_column(f"ANY('{{{values}}}'::bigint[])")
+    return literal_column(f"ANY({id_array(ids)})")
 
 
 def _contacts_of(ids: Any) -> Select:
