@@ -72,6 +72,7 @@ from roster_pipelines.lib.similar_people import (
     SimilarKeys,
     StoredKeys,
     drop_entities,
+    keys_of,
     scan,
     scan_scoped,
 )
@@ -405,6 +406,22 @@ def _all_people_of(engine: Engine, district_id: int) -> pl.DataFrame:
     """`_district_people`, read on a connection of its own."""
     with engine.connect() as conn:
         return query_frame(conn, *_PEOPLE_QUERY, {"d": district_id})
+
+
+def similar_keys_after_apply(engine: Engine, district_id: int, roster: Roster) -> SimilarKeys:
+    """The similar-people keys of the district as an applied drop left it: its accounts
+    read in full, with the drop's people under the accounts now linked to them. Kept
+    for the next drop's scan in place of the drop's own scan's keys when its apply made
+    or wrote too many accounts for those to serve (a district's first drop made them
+    all), so the next drop still works out again only what changed."""
+    with engine.connect() as conn:
+        read, district_people, _ = _read_district(conn, district_id, contacts=False)
+    assert district_people is not None
+    first_rows = _first_rows(roster)
+    linked = first_rows.select("person_key").join(
+        read["links"].select("person_key", "account_id"), on="person_key", how="left"
+    )
+    return keys_of(drop_entities(first_rows, linked), roster.contacts, district_people())
 
 
 def _people_of(engine: Engine, district_id: int, ids: pl.Series) -> pl.DataFrame:

@@ -142,7 +142,7 @@ def scan(
     """The pairs (`PAIRS_SCHEMA`) among the drop's people (`drop_entities`; their
     contact points: `contacts`) and the district's accounts (`district_people`,
     `PEOPLE_SCHEMA`), and every entity's keys."""
-    keys = _keys(people, contacts, district_people)
+    keys = keys_of(people, contacts, district_people)
     return _pairs(keys, people), keys
 
 
@@ -172,7 +172,7 @@ def scan_scoped(
     again = pl.concat([changed.cast(pl.Int64), base.written.cast(pl.Int64), unseen]).unique()
     if again.len() > MAX_RESCAN_SHARE * max(known.height, 1):
         return (*scan(people, contacts, read_district()), None)
-    fresh = _keys(
+    fresh = keys_of(
         people.filter((pl.col("entity") < 0) | pl.col("entity").is_in(again.implode())),
         contacts,
         read_people(again),
@@ -187,10 +187,11 @@ def scan_scoped(
     return _pairs(keys, people), keys, again.len()
 
 
-def _keys(
+def keys_of(
     people: pl.DataFrame, contacts: pl.DataFrame, district_people: pl.DataFrame
 ) -> SimilarKeys:
-    """The keys of the drop's `people` and of the accounts of `district_people`."""
+    """The keys of the drop's `people` and of the accounts of `district_people` (`scan`
+    without forming the pairs)."""
     spellings = pl.concat(
         [
             people.select(

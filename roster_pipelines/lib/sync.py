@@ -28,6 +28,7 @@ from roster_pipelines.lib.identity import (
     decision_counts,
     record_candidates,
     resolve_identities,
+    similar_keys_after_apply,
 )
 from roster_pipelines.lib.incremental import (
     PLAN_VERSION,
@@ -51,6 +52,7 @@ from roster_pipelines.lib.plan import (
     removals_frame,
 )
 from roster_pipelines.lib.similar_people import (
+    MAX_RESCAN_SHARE,
     KeysFolder,
     SimilarKeys,
     StoredKeys,
@@ -303,19 +305,29 @@ def keep_similar_keys(
     identity: IdentityResult,
     plan: SyncPlan,
     outcome: SyncOutcome,
+    roster: Roster,
 ) -> bool:
     """After a drop applied: keep its similar-people keys for the next drop's scan, with
     the accounts whose names, dates of birth or phones its apply wrote or which it
     linked (`_written_by`; the accounts it made are new to the next scan anyway), and
-    let the older drops' go. Returns whether the keys were kept."""
+    let the older drops' go. Returns whether the keys were kept.
+
+    When those accounts and the ones it made are too many for the next scan to start
+    from these keys (`MAX_RESCAN_SHARE`: a district's first drop made them all), the
+    district is scanned again as the apply left it and those keys are kept instead
+    (`similar_keys_after_apply`; about 2 s at a million people, where the next drop's
+    full scan would cost it more)."""
     identity = identity.settled()
     keys = identity.similar_keys
     if outcome.status != APPLIED or outcome.sync_run_id is None or keys is None:
         return False
     if engine.dialect.name != "postgresql":  # no change marks: every scan is a full one
         return False
-    written = _written_by(engine, plan)
-    folder.save(outcome.drop, StoredKeys(keys.without(), written, outcome.sync_run_id))
+    kept, written = keys.without(), _written_by(engine, plan)
+    if written.len() + plan.accounts.adds.height > MAX_RESCAN_SHARE * max(kept.accounts.height, 1):
+        kept = similar_keys_after_apply(engine, identity.district_id, roster).without()
+        written = written.clear()
+    folder.save(outcome.drop, StoredKeys(kept, written, outcome.sync_run_id))
     for other in folder.root.iterdir():
         if other.name != outcome.drop and other.is_dir():
             shutil.rmtree(other, ignore_errors=True)

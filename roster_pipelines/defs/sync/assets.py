@@ -303,6 +303,7 @@ def applied_sync(
         identity_resolution,
         sync_plan,
         outcome,
+        validated_roster,
     )
     yield dg.Output(
         outcome,
