@@ -75,7 +75,10 @@ TIMED: list[tuple[Any, str, str]] = [
     (identity, "_people_of", "    identity: the rescanned accounts' rows"),
     (assets, "plan_drop", "plan: plan_drop"),
     # The incremental scope: worked out with identity since session 9, by the plan before.
-    (sync, "_incremental_base", "  identity: base drop's fingerprint (incremental)"),
+    (sync, "_incremental_base", "  identity: base drop's run (incremental)"),
+    # Read in threads since session 11 (in `_incremental_base` before).
+    (sync, "_base_roster", "  identity: base drop's fingerprint read (in a thread)"),
+    (sync, "_stored_keys", "  identity: last drop's similar-people keys read (in a thread)"),
     (sync, "_changed_since", "  identity: roster delta, in a thread (incremental)"),
     (sync, "_scope_after_identity", "  identity: scope closure (incremental)"),
     (sync, "_incremental_scope", "  plan: incremental scope (delta, closure)"),

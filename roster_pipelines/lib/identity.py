@@ -493,7 +493,7 @@ def resolve_identities(
     *,
     candidates_later: bool = False,
     scope_of: Callable[[pl.DataFrame], tuple[pl.Series, pl.Series, pl.Series] | None] | None = None,
-    similar_base: StoredKeys | None = None,
+    similar_base: Callable[[], StoredKeys | None] | None = None,
 ) -> Resolution:
     """Every person of the drop with its account (null when one must be created), the
     decision and its reason; plus the merge candidates the drop reveals, or with
@@ -512,10 +512,10 @@ def resolve_identities(
     values and of the new people's, and `district_contacts` its accounts' contact
     points.
 
-    `similar_base` (with `scope_of`, on Postgres): the similar-people keys the last
-    applied drop left; the scan then reads and works out again only the scope's
-    accounts and those that drop wrote (`similar_people.scan_scoped`), not the
-    district's million people."""
+    `similar_base` (with `scope_of`, on Postgres) gives the similar-people keys the last
+    applied drop left (read from disk meanwhile; None: not that drop's after all); the
+    scan then reads and works out again only the scope's accounts and those that drop
+    wrote (`similar_people.scan_scoped`), not the district's million people."""
     first_rows = _first_rows(roster)
     people = first_rows.select("person_key", "role", "sis_id", "src_file", "src_row")
     from_base = scope_of is not None and similar_base is not None and is_postgres(conn)
@@ -696,10 +696,11 @@ def resolve_identities(
     )
     scope = None if scope_of is None else scope_of(identities)
     rescan = None
-    if from_base and scope is not None and similar_base is not None:
+    base_keys = similar_base() if from_base and similar_base is not None else None
+    if scope is not None and base_keys is not None:
         rescan = partial(
             scan_scoped,
-            base=similar_base,
+            base=base_keys,
             changed=scope[2],
             read_people=partial(_people_of, conn.engine, district_id),
             read_district=partial(_all_people_of, conn.engine, district_id),

@@ -118,11 +118,14 @@ class KeysFolder:
     def save(self, drop_id: str, stored: StoredKeys) -> None:
         stage_files.save(stored, self.root / drop_id)
 
+    def holds(self, drop_id: str) -> bool:
+        """Whether keys are stored for the drop (`load` may still find them stale)."""
+        return (self.root / drop_id / stage_files.OBJECT).exists()
+
     def load(self, drop_id: str) -> StoredKeys | None:
-        folder = self.root / drop_id
-        if not (folder / stage_files.OBJECT).exists():
+        if not self.holds(drop_id):
             return None
-        stored = stage_files.load(folder)
+        stored = stage_files.load(self.root / drop_id)
         return stored if isinstance(stored, StoredKeys) else None
 
 
