@@ -483,7 +483,12 @@ def _matched(contacts: pl.DataFrame, owners: pl.DataFrame, people: pl.DataFrame)
 
 
 def _first_rows(roster: Roster) -> pl.DataFrame:
-    return roster.people.unique("person_key", keep="first", maintain_order=True)
+    """One row per person: the first. A validated roster has one already; counting its
+    keys (0.04 s at a million people) is cheaper than making them unique (0.16 s)."""
+    people = roster.people
+    if people["person_key"].n_unique() == people.height:
+        return people
+    return people.unique("person_key", keep="first", maintain_order=True)
 
 
 def resolve_identities(
