@@ -77,7 +77,6 @@ from roster_pipelines.lib.store.state import (
     get_or_create_district,
     latest_run,
     load_current_state,
-    start_scoped_reads,
     start_whole_reads,
     utcnow,
 )
@@ -124,9 +123,6 @@ class IdentityResult:
     scope: Scope | None = None
     scope_decided: bool = False
     seen: ChangesSeen | None = None
-    # The scope's rows the plan diffs, being read since identity knew the scope
-    # (`state.start_scoped_reads`; None: the plan reads them). Not stored on disk.
-    scoped_reads: Future[dict[str, pl.DataFrame]] | None = None
 
     def settled(self) -> IdentityResult:
         """This result with its merge candidates (waiting for them if need be)."""
@@ -224,7 +220,6 @@ def resolve_drop(
     out again only what may have changed since (`similar_people.scan_scoped`)."""
     later = candidates_in_background and engine.dialect.name == "postgresql"
     decided: list[Scope | None] = []
-    prefetched: list[Future[dict[str, pl.DataFrame]] | None] = []
     with engine.begin() as conn:
         district_id = get_or_create_district(conn, district)
         seen = None if previous is None else changes_seen(conn, district_id)
@@ -257,8 +252,6 @@ def resolve_drop(
                 decided.append(scope)
                 if scope is None:
                     return None
-                # The plan's reads of the scope start now, while identity finishes.
-                prefetched.append(start_scoped_reads(conn, district_id, scope.accounts))
                 rescan = scope.accounts if scope.rescan is None else scope.rescan
                 return scope.people, scope.accounts, rescan
 
@@ -282,7 +275,6 @@ def resolve_drop(
         scope=decided[0] if decided else None,
         scope_decided=previous is not None,
         seen=seen,
-        scoped_reads=prefetched[0] if prefetched else None,
     )
     if resolution.candidates is not None:
         result = result.with_candidates(resolution.candidates)
@@ -415,9 +407,6 @@ def _plan(
     scope: Scope | None,
     whole: WholeReads | None = None,
 ) -> SyncPlan:
-    known = _read_by_identity(identity)
-    if scope is not None and scope is identity.scope and identity.scoped_reads is not None:
-        known |= identity.scoped_reads.result()
     current = load_current_state(
         conn,
         identity.district_id,
@@ -425,7 +414,7 @@ def _plan(
         bulk=True,
         accounts_in_scope=scope.accounts if scope is not None else None,
         whole=whole,
-        known=known,
+        known=_read_by_identity(identity),
     )
     owners = identity.contact_owners
     if owners is None:

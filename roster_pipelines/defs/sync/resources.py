@@ -92,10 +92,9 @@ def stored_fingerprint(settings: Settings, partition: str) -> RosterFingerprint 
 
 def _on_disk(asset: dg.AssetKey, obj: Any) -> Any:
     """What is written for a stage's output: for the rosters a note instead; identity's
-    without the contact points, owners and scope rows it read (a plan made from the
-    stored result reads them again, as the database has them then) and without its
-    similar-people keys (an apply made from the stored result keeps none: the next scan
-    is in full)."""
+    without the contact points and owners it read (a plan made from the stored result
+    reads them again, as the database has them then) and without its similar-people
+    keys (an apply made from the stored result keeps none: the next scan is in full)."""
     if asset == PARSED_ROSTER:
         return _ParsedFromArchive()
     if asset == VALIDATED_ROSTER and isinstance(obj, Roster):
@@ -104,11 +103,7 @@ def _on_disk(asset: dg.AssetKey, obj: Any) -> Any:
         return _ValidatedFromArchive(stored)
     if isinstance(obj, IdentityResult):
         return dataclasses.replace(
-            obj.settled(),
-            contact_owners=None,
-            district_contacts=None,
-            similar_keys=None,
-            scoped_reads=None,
+            obj.settled(), contact_owners=None, district_contacts=None, similar_keys=None
         )
     return obj
 

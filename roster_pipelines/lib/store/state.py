@@ -182,20 +182,6 @@ def start_whole_reads(
     return WholeReads(last, in_background(read_many, conn, queries, workers=1), tables)
 
 
-def start_scoped_reads(
-    conn: Connection, district_id: int, accounts: pl.Series
-) -> Future[dict[str, pl.DataFrame]] | None:
-    """Start reading the rows of these accounts an incremental plan diffs (the scoped
-    reads of `load_current_state` but the contact points, which identity reads itself)
-    through their own connections (committed data), while the caller goes on; None on
-    SQLite. Identity starts them as soon as it knows the scope: the plan's biggest read
-    (about 2 s of server time at a million people) then runs while identity finishes."""
-    if not is_postgres(conn):
-        return None
-    queries = {k: q for k, q in _scoped_queries(district_id, accounts).items() if k != "contacts"}
-    return in_background(read_many, conn, queries)
-
-
 def load_current_state(
     conn: Connection,
     district_id: int,
