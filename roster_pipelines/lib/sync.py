@@ -317,7 +317,7 @@ def keep_similar_keys(
     When those accounts and the ones it made are too many for the next scan to start
     from these keys (`MAX_RESCAN_SHARE`: a district's first drop made them all), the
     district is scanned again as the apply left it and those keys are kept instead
-    (`similar_keys_after_apply`; about 2 s at a million people, where the next drop's
+    (`similar_keys_after_apply`; 3.9 s at a million people, where the next drop's
     full scan would cost it more)."""
     identity = identity.settled()
     keys = identity.similar_keys
