@@ -197,37 +197,31 @@ def scope_for(
     sync since the last apply), and every person of those accounts. With `described`
     (the people whose people or contact rows changed), also `Scope.rescan`."""
     linked = identities.select("person_key", "account_id", "decision")
-    dirty = linked.filter(
-        pl.col("person_key").is_in(changed.implode()) | (pl.col("decision") != ALREADY_LINKED)
-    )
-    accounts = (
-        pl.concat([dirty["account_id"].drop_nulls(), more_accounts.cast(pl.Int64)])
-        .unique()
-        .sort()
-        .rename("account_id")
-    )
-    people = (
-        linked.filter(
-            pl.col("account_id").is_in(accounts.implode())
-            | pl.col("person_key").is_in(dirty["person_key"].implode())
-        )["person_key"]
-        .unique()
-        .sort()
-    )
-    rescan = None
-    if described is not None:
-        rescan = (
-            pl.concat(
-                [
-                    linked.filter(
-                        pl.col("person_key").is_in(described.implode())
-                        | (pl.col("decision") != ALREADY_LINKED)
-                    )["account_id"].drop_nulls(),
-                    more_accounts.cast(pl.Int64),
-                ]
-            )
+
+    def dirty(keys: pl.Series) -> pl.DataFrame:
+        """The people of `keys` and those not already linked."""
+        return linked.filter(
+            pl.col("person_key").is_in(keys.implode()) | (pl.col("decision") != ALREADY_LINKED)
+        )
+
+    def accounts_of(people: pl.DataFrame) -> pl.Series:
+        """Their accounts, and `more_accounts`."""
+        return (
+            pl.concat([people["account_id"].drop_nulls(), more_accounts.cast(pl.Int64)])
             .unique()
             .sort()
             .rename("account_id")
         )
+
+    touched = dirty(changed)
+    accounts = accounts_of(touched)
+    people = (
+        linked.filter(
+            pl.col("account_id").is_in(accounts.implode())
+            | pl.col("person_key").is_in(touched["person_key"].implode())
+        )["person_key"]
+        .unique()
+        .sort()
+    )
+    rescan = None if described is None else accounts_of(dirty(described))
     return Scope(people=people, accounts=accounts, changed_rows=counts, rescan=rescan)

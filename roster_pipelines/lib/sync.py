@@ -295,9 +295,9 @@ def _record_candidates_later(
     return found
 
 
-def _stored_keys(folder: KeysFolder | None, base: CleanBase) -> StoredKeys | None:
+def _stored_keys(folder: KeysFolder, base: CleanBase) -> StoredKeys | None:
     """The similar-people keys the base run's apply left, if it left them."""
-    stored = None if folder is None else folder.load(base.drop_id)
+    stored = folder.load(base.drop_id)
     return stored if stored is not None and stored.run_id == base.run_id else None
 
 
