@@ -32,6 +32,7 @@ from roster_pipelines.lib.drops import partition_key
 from roster_pipelines.lib.formats import get_adapter
 from roster_pipelines.lib.generator import generate_district
 from roster_pipelines.lib.identity import drop_candidates
+from roster_pipelines.lib.store import state
 from roster_pipelines.lib.store.engine import alembic_config, make_engine
 from roster_pipelines.lib.store.models import Account, ContactPoint, OrgMembership, SisLink
 from roster_pipelines.lib.store.state import find_district
@@ -458,6 +459,44 @@ def test_the_similar_people_scan_works_out_again_only_what_changed(
     assert _sync(third, settings, "d5") == "applied"
     assert _identity(settings, "d5").rescanned is not None
     assert pair not in _pairs(engine, "d5")
+
+
+def test_an_incremental_drop_under_a_removal_threshold_is_decided_without_counting_the_district(
+    tmp_path: Path, pg_url: str, drops: tuple[Path, Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scope of a drop that removes 8 % of the students is mostly those students,
+    so its own rows cannot tell whether their enrollments are under a 30 % threshold;
+    with the drop's rows outside the scope (unchanged people, whose rows the last drop
+    left active) they can, and the district's rows are not counted (0.4 s at a million
+    people). The full plan (the run's verification) applies the drop too."""
+    initial, second, _ = drops
+    settings = _settings(tmp_path, pg_url)
+    engine = make_engine(pg_url)
+    _sync(initial, settings, "d1")
+    for kind in ("people", "enrollments"):
+        admin.set_threshold(engine, DISTRICT, kind=kind, percent=30, count=5)
+    assert _sync(second, settings, "d2") == "applied"  # the settings changed: in full
+    truncated = tmp_path / "truncated"
+    shutil.copytree(second, truncated)
+    students = truncated / "students.csv"
+    header, *rows = students.read_text().splitlines()
+    students.write_text("\n".join([header, *rows[: len(rows) * 92 // 100]]) + "\n")
+    counted: list[str] = []
+    count_total = state._count_total
+
+    def counting(conn: sa.Connection, district_id: int, kind: str) -> int:
+        counted.append(kind)
+        return count_total(conn, district_id, kind)
+
+    monkeypatch.setattr(state, "_count_total", counting)
+    assert _sync(truncated, settings, "d3") == "applied"
+    assert _plan_scope(settings, "d3") is not None
+    storage = DropStorageIOManager(state_dir=str(settings.state_dir))
+    plan = storage.stored("sync_plan", partition_key(DISTRICT, "d3"))
+    removed = plan.class_memberships.removals.height
+    assert removed >= 5 and plan.links.removals.height >= 5
+    # (Checked to fail without the drop's rows outside the scope: both counted.)
+    assert counted == []
 
 
 def test_an_incremental_drop_past_a_removal_threshold_is_held_on_the_district_s_count(
