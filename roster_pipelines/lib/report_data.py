@@ -98,8 +98,10 @@ def issue_csv_name(code: str) -> str:
     return f"issues_{re.sub(r'[^A-Za-z0-9_-]', '_', code)}.csv"
 
 
-def row_schools(drop_folder: Path | None) -> pl.DataFrame:
-    """(file, row, school_id) of every data row of the drop's files (row 2 = first data row)."""
+def row_schools(drop_folder: Path | None, issues: pl.DataFrame | None = None) -> pl.DataFrame:
+    """(file, row, school_id) of the data rows of the drop's files (row 2 = first data
+    row); with `issues`, of the rows they name only (a hundred thousand issues at a
+    million people: the join with every row took 0.2-0.35 s, with theirs 0.01 s)."""
     schema = {"file": pl.String, "row": pl.Int64, "school_id": pl.String}
     frames = []
     if drop_folder is not None:
@@ -120,13 +122,14 @@ def row_schools(drop_folder: Path | None) -> pl.DataFrame:
                 )
             except (pl.exceptions.PolarsError, OSError):
                 continue
-            frames.append(
-                frame.select(
-                    file=pl.lit(name),
-                    row=pl.int_range(2, frame.height + 2, dtype=pl.Int64),
-                    school_id=pl.col(column).str.strip_chars(),
-                )
+            frame = frame.select(
+                row=pl.int_range(2, frame.height + 2, dtype=pl.Int64),
+                school_id=pl.col(column).str.strip_chars(),
             )
+            if issues is not None:
+                named = issues.filter(pl.col("file") == name)["row"].drop_nulls()
+                frame = frame.filter(pl.col("row").is_in(named.cast(pl.Int64).implode()))
+            frames.append(frame.select(pl.lit(name).alias("file"), "row", "school_id"))
     return pl.concat(frames) if frames else pl.DataFrame(schema=schema)
 
 
@@ -391,7 +394,7 @@ def build_report_data(
     build_issue_summary(data, issues)
     # The drop's files are read again (to place row issues by school) while the
     # database counts the schools' people: about half a second at a million people.
-    rows = in_background(row_schools, drop_folder if issues.height else None)
+    rows = in_background(row_schools, drop_folder if issues.height else None, issues)
     with engine.connect() as conn:
         district_id = find_district(conn, district)
         if district_id is None:

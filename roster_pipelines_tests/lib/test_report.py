@@ -14,7 +14,7 @@ from roster_pipelines.cli import sync_folder
 from roster_pipelines.lib.config import Settings
 from roster_pipelines.lib.issues import issue_row, issues_frame
 from roster_pipelines.lib.report import render_html, render_markdown, sparkline, write_report
-from roster_pipelines.lib.report_data import attribute_issues, build_report_data
+from roster_pipelines.lib.report_data import attribute_issues, build_report_data, row_schools
 from roster_pipelines.lib.store.engine import make_engine
 from roster_pipelines.lib.store.models import Class, MergeCandidate, OrgMembership, SisLink
 from roster_pipelines.lib.sync import SyncOutcome, zero_changes
@@ -128,6 +128,35 @@ def test_issues_belong_to_the_school_on_their_row() -> None:
     )
     got = attribute_issues(issues, rows, {"C2": "S2"})["school_id"].to_list()
     assert got == ["S1", "S2", "S9", None]
+
+
+def test_the_drop_s_rows_are_read_for_the_issues_that_name_them(tmp_path: Path) -> None:
+    """`row_schools` with the issues keeps only the rows they name (a million-row drop
+    has a few thousand), and places them as all the rows would."""
+    (tmp_path / "students.csv").write_text(
+        "school_id,student_id\n S1 ,a\nS2,b\nS3,c\nS4,d\n", encoding="utf-8"
+    )
+    (tmp_path / "teachers.csv").write_text("school_id,teacher_id\nS5,t\nS6,u\n")
+    issues = issues_frame(
+        [
+            issue_row("EMAIL_INVALID", file="students.csv", row=2, message="a"),
+            issue_row("DOB_INVALID", file="students.csv", row=4, message="b"),
+            issue_row("TEACHER_EMAIL_INVALID", file="teachers.csv", row=3, message="c"),
+            issue_row("EMAIL_INVALID", file="students.csv", row=9, message="d"),  # no row 9
+            issue_row("SCHOOL_SKIPPED", ids={"school_id": "S9"}, message="e"),
+        ]
+    )
+    named = row_schools(tmp_path, issues)
+    assert sorted(named.iter_rows()) == [
+        ("students.csv", 2, "S1"),
+        ("students.csv", 4, "S3"),
+        ("teachers.csv", 3, "S6"),
+    ]
+    every = row_schools(tmp_path)
+    assert every.height == 6
+    expected = ["S1", "S3", "S6", None, "S9"]
+    assert attribute_issues(issues, named, {})["school_id"].to_list() == expected
+    assert attribute_issues(issues, every, {})["school_id"].to_list() == expected
 
 
 def test_issue_ids_read_column_wise_like_a_person_reads_them() -> None:
