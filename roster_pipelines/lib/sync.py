@@ -339,12 +339,25 @@ def keep_similar_keys(
 def _written_by(engine: Engine, plan: SyncPlan) -> pl.Series:
     """The existing accounts whose similar-people keys the plan's apply changed: their
     names, dates of birth or phones (`marks.accounts_written`), or their district (a
-    new SIS link). (Memberships leave them in the district: an SIS person stays one
-    through their link, active or not.)"""
+    new SIS link, or a school membership removed). An SIS person stays in the district
+    through their link, active or not; but an account whose link was moved to another
+    outside the sync is in it only through its memberships, and leaves it when the
+    apply removes the last."""
+    removed = plan.org_memberships.removals["id"].cast(pl.Int64).unique().sort().to_list()
     with engine.connect() as conn:
         written = accounts_written(conn, plan)
+        left = conn.execute(
+            text("SELECT DISTINCT account_id FROM org_memberships WHERE id = ANY(:ids)"),
+            {"ids": removed},
+        ).scalars()
+        unlisted = pl.Series(list(left), dtype=pl.Int64)
     linked = plan.links.adds["account_id"].cast(pl.Int64)
-    return pl.concat([written, linked.filter(linked > 0)]).unique().sort().rename("account_id")
+    return (
+        pl.concat([written, linked.filter(linked > 0), unlisted])
+        .unique()
+        .sort()
+        .rename("account_id")
+    )
 
 
 # "off" plans every drop in full (the incremental plan's switch for operators).
