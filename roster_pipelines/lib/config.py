@@ -30,6 +30,10 @@ class Settings:
         """Where a district's last applied drop keeps its similar-people keys."""
         return self.state_dir / "similar_people_keys" / district
 
+    def district_links_folder(self, district: str) -> Path:
+        """Where a district's last applied drop keeps the district's SIS links."""
+        return self.state_dir / "district_links" / district
+
     @classmethod
     def from_env(
         cls,

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import polars as pl
 
@@ -109,24 +108,10 @@ class StoredKeys:
     run_id: int
 
 
-class KeysFolder:
+class KeysFolder(stage_files.KeptFolder):
     """One district's stored keys, one folder per applied drop (`lib/stage_files.py`)."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def save(self, drop_id: str, stored: StoredKeys) -> None:
-        stage_files.save(stored, self.root / drop_id)
-
-    def holds(self, drop_id: str) -> bool:
-        """Whether keys are stored for the drop (`load` may still find them stale)."""
-        return (self.root / drop_id / stage_files.OBJECT).exists()
-
-    def load(self, drop_id: str) -> StoredKeys | None:
-        if not self.holds(drop_id):
-            return None
-        stored = stage_files.load(self.root / drop_id)
-        return stored if isinstance(stored, StoredKeys) else None
+    kind = StoredKeys
 
 
 def drop_entities(first_rows: pl.DataFrame, identities: pl.DataFrame) -> pl.DataFrame:

@@ -94,3 +94,30 @@ def with_new_fields(obj: Any) -> Any:
             elif f.default_factory is not dataclasses.MISSING:
                 object.__setattr__(obj, f.name, f.default_factory())
     return obj
+
+
+class KeptFolder:
+    """What one district's applied drops keep for its next drop, one folder per drop
+    (written with `save`). Subclasses name the kind of object kept (`kind`)."""
+
+    kind: type = object
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def save(self, drop_id: str, kept: Any) -> None:
+        """Keep `kept` for drop `drop_id`, and let the older drops' go."""
+        save(kept, self.root / drop_id)
+        for other in self.root.iterdir():
+            if other.name != drop_id and other.is_dir() and not other.name.startswith("."):
+                shutil.rmtree(other, ignore_errors=True)
+
+    def holds(self, drop_id: str) -> bool:
+        """Whether something is kept for the drop (`load` may still find it stale)."""
+        return (self.root / drop_id / OBJECT).exists()
+
+    def load(self, drop_id: str) -> Any | None:
+        if not self.holds(drop_id):
+            return None
+        kept = load(self.root / drop_id)
+        return kept if isinstance(kept, self.kind) else None

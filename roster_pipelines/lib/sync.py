@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
@@ -24,8 +23,11 @@ from roster_pipelines.lib.canonical import Roster
 from roster_pipelines.lib.drops import DropManifest
 from roster_pipelines.lib.identity import (
     FoundCandidates,
+    KeptLinks,
+    LinksFolder,
     contact_owners,
     decision_counts,
+    kept_links_after_apply,
     record_candidates,
     resolve_identities,
     similar_keys_after_apply,
@@ -123,6 +125,10 @@ class IdentityResult:
     scope: Scope | None = None
     scope_decided: bool = False
     seen: ChangesSeen | None = None
+    # The district's SIS links as identity read them (`identity.KeptLinks`), for the
+    # next drop (`keep_links`); whether they came from the last applied drop's.
+    links: pl.DataFrame | None = None
+    links_kept: bool = False
 
     def settled(self) -> IdentityResult:
         """This result with its merge candidates (waiting for them if need be)."""
@@ -204,6 +210,7 @@ def resolve_drop(
     candidates_in_background: bool = False,
     previous: Callable[[str], RosterFingerprint | None] | None = None,
     similar_keys: KeysFolder | None = None,
+    links: LinksFolder | None = None,
 ) -> IdentityResult:
     """Register the district on its first drop, then resolve every person's account and
     record the merge candidates the drop reveals (tied to the drop by `drop`).
@@ -217,7 +224,9 @@ def resolve_drop(
     a maintenance drop's identity reads and matches no more of the district than that
     scope needs (`identity.resolve_identities`' `scope_of`). With `similar_keys`, where
     that drop's apply left its similar-people keys (`keep_similar_keys`), the scan works
-    out again only what may have changed since (`similar_people.scan_scoped`)."""
+    out again only what may have changed since (`similar_people.scan_scoped`). With
+    `links`, where it left the district's SIS links (`keep_links`), only the links of
+    the accounts written outside the sync since are read from the database."""
     later = candidates_in_background and engine.dialect.name == "postgresql"
     decided: list[Scope | None] = []
     with engine.begin() as conn:
@@ -230,6 +239,7 @@ def resolve_drop(
         )
         scope_of = None
         similar_base = None
+        kept_links = None
         if base is not None and seen is not None:
             clean, old, refused = base
             # The roster delta (polars) is worked out while identity reads the district
@@ -238,6 +248,8 @@ def resolve_drop(
             delta = in_background(_changed_since, roster, old, refused)
             if similar_keys is not None and similar_keys.holds(clean.drop_id):
                 similar_base = in_background(_stored_keys, similar_keys, clean).result
+            if links is not None and links.holds(clean.drop_id):
+                kept_links = in_background(_kept_links, links, clean).result
             base_seen = seen
 
             def scope_of(
@@ -262,6 +274,8 @@ def resolve_drop(
             candidates_later=later,
             scope_of=scope_of,
             similar_base=similar_base,
+            kept_links=kept_links,
+            rewritten=seen.accounts if seen is not None else None,
         )
         if resolution.candidates is not None:
             record_candidates(conn, district_id, drop, resolution.candidates.pairs)
@@ -275,6 +289,8 @@ def resolve_drop(
         scope=decided[0] if decided else None,
         scope_decided=previous is not None,
         seen=seen,
+        links=resolution.links,
+        links_kept=resolution.links_kept,
     )
     if resolution.candidates is not None:
         result = result.with_candidates(resolution.candidates)
@@ -299,6 +315,48 @@ def _stored_keys(folder: KeysFolder, base: CleanBase) -> StoredKeys | None:
     """The similar-people keys the base run's apply left, if it left them."""
     stored = folder.load(base.drop_id)
     return stored if stored is not None and stored.run_id == base.run_id else None
+
+
+def _kept_links(folder: LinksFolder, base: CleanBase) -> KeptLinks | None:
+    """The links the base run's apply left, if it left them."""
+    kept = folder.load(base.drop_id)
+    return kept if kept is not None and kept.run_id == base.run_id else None
+
+
+def keep_links(
+    engine: Engine,
+    folder: LinksFolder,
+    identity: IdentityResult,
+    plan: SyncPlan,
+    outcome: SyncOutcome,
+) -> bool:
+    """After a drop applied: keep the district's SIS links as its apply left them, for
+    the next drop's identity (`identity.KeptLinks`). They are the links identity read,
+    with the links of the people the plan linked, unlinked or linked again read again
+    after the commit (all of them when those are more than `MAX_RESCAN_SHARE`: a
+    district's first drop). Returns whether they were kept.
+
+    A link written outside the sync after identity's reads is in the change marks its
+    plan did not see (`ChangesSeen`, read before identity's reads; the apply clears only
+    those), so the next drop reads its accounts' links again."""
+    links = identity.links
+    if (
+        outcome.status != APPLIED
+        or outcome.sync_run_id is None
+        or links is None
+        or identity.seen is None
+        or engine.dialect.name != "postgresql"
+    ):
+        return False
+    added = plan.links.adds["person_key"]
+    relinked = pl.concat([plan.links.removals["id"], plan.links.reactivations["id"]])
+    with engine.connect() as conn:
+        if added.len() + relinked.len() > MAX_RESCAN_SHARE * max(links.height, 1):
+            kept = kept_links_after_apply(conn, identity.district_id)
+        else:
+            kept = kept_links_after_apply(conn, identity.district_id, links, added, relinked)
+    folder.save(outcome.drop, KeptLinks(kept, outcome.sync_run_id))
+    return True
 
 
 def keep_similar_keys(
@@ -330,9 +388,6 @@ def keep_similar_keys(
         kept = similar_keys_after_apply(engine, identity.district_id, roster).without()
         written = written.clear()
     folder.save(outcome.drop, StoredKeys(kept, written, outcome.sync_run_id))
-    for other in folder.root.iterdir():
-        if other.name != outcome.drop and other.is_dir():
-            shutil.rmtree(other, ignore_errors=True)
     return True
 
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 import pytest
 import sqlalchemy as sa
 from alembic import command
@@ -31,7 +32,7 @@ from roster_pipelines.lib.config import DEFAULT_FORMAT, Settings
 from roster_pipelines.lib.drops import partition_key
 from roster_pipelines.lib.formats import get_adapter
 from roster_pipelines.lib.generator import generate_district
-from roster_pipelines.lib.identity import drop_candidates
+from roster_pipelines.lib.identity import LinksFolder, drop_candidates
 from roster_pipelines.lib.store import state
 from roster_pipelines.lib.store.engine import alembic_config, make_engine
 from roster_pipelines.lib.store.models import Account, ContactPoint, OrgMembership, SisLink
@@ -459,6 +460,55 @@ def test_the_similar_people_scan_works_out_again_only_what_changed(
     assert _sync(third, settings, "d5") == "applied"
     assert _identity(settings, "d5").rescanned is not None
     assert pair not in _pairs(engine, "d5")
+
+
+def test_identity_reads_the_links_the_last_drop_kept_and_those_written_since(
+    tmp_path: Path, pg_url: str, drops: tuple[Path, Path, Path]
+) -> None:
+    """An applied drop keeps the district's SIS links (`sync.keep_links`); the next
+    drop's identity reads from the database only the links of the accounts written
+    outside the sync since. A link moved to another account between drops binds its
+    person there, as the full read (the run's verification) does."""
+    initial, second, third = drops
+    settings = _settings(tmp_path, pg_url)
+    engine = make_engine(pg_url)
+    folder = LinksFolder(settings.district_links_folder(DISTRICT))
+    assert _sync(initial, settings, "d1") == "applied"
+    assert not _identity(settings, "d1").links_kept
+    kept = folder.load("d1")
+    with engine.connect() as conn:
+        links = conn.execute(sa.select(sa.func.count()).select_from(SisLink)).scalar()
+    assert kept is not None and kept.links.height == links
+
+    # Outside the sync: a student of the next drop has their link moved to a new account.
+    students = pl.read_csv(second / "students.csv", infer_schema=False)["student_id"]
+    with engine.begin() as conn:
+        person = conn.execute(
+            sa.text(
+                "SELECT person_key FROM sis_links WHERE role = 'student' "
+                "AND person_key = ANY(CAST(:keys AS text[])) ORDER BY id LIMIT 1"
+            ),
+            {"keys": [f"student:{s}" for s in students.to_list()]},
+        ).scalar_one()
+        moved = conn.execute(
+            sa.insert(Account).values(first_name="Moved", last_name="Here").returning(Account.id)
+        ).scalar_one()
+        conn.execute(
+            sa.update(SisLink).where(SisLink.person_key == person).values(account_id=moved)
+        )
+    assert _sync(second, settings, "d2") == "applied"  # verified against the full plan
+    identity = _identity(settings, "d2")
+    assert identity.links_kept
+    assert identity.identities.filter(pl.col("person_key") == person)["account_id"].item() == moved
+    assert folder.load("d2") is not None and folder.load("d1") is None
+
+    # Links kept for another run than the base's are not used.
+    stale = folder.load("d2")
+    folder.save("d2", dataclasses.replace(stale, run_id=stale.run_id - 1))
+    assert _sync(third, settings, "d3") == "applied"
+    assert not _identity(settings, "d3").links_kept
+    assert _sync(third, settings, "d4") == "applied"
+    assert _identity(settings, "d4").links_kept
 
 
 def test_an_incremental_drop_under_a_removal_threshold_is_decided_without_counting_the_district(

@@ -20,6 +20,7 @@ from roster_pipelines.lib.drops import (
     verify_archive,
 )
 from roster_pipelines.lib.formats import get_adapter
+from roster_pipelines.lib.identity import LinksFolder
 from roster_pipelines.lib.incremental import RosterFingerprint
 from roster_pipelines.lib.issues import counts_by_code, sample_messages
 from roster_pipelines.lib.notify.outbox import enqueue_report_email
@@ -31,6 +32,7 @@ from roster_pipelines.lib.sync import (
     IdentityResult,
     SyncOutcome,
     apply_drop,
+    keep_links,
     keep_similar_keys,
     plan_drop,
     record_rejection,
@@ -187,6 +189,10 @@ def _similar_keys(roster_store: RosterStore, district: str) -> KeysFolder:
     return KeysFolder(roster_store.settings().similar_keys_folder(district))
 
 
+def _district_links(roster_store: RosterStore, district: str) -> LinksFolder:
+    return LinksFolder(roster_store.settings().district_links_folder(district))
+
+
 def _stored_fingerprints(
     roster_store: RosterStore, district: str
 ) -> Callable[[str], RosterFingerprint | None]:
@@ -220,8 +226,15 @@ def identity_resolution(
         candidates_in_background=True,
         previous=_stored_fingerprints(roster_store, raw_roster_files.district),
         similar_keys=_similar_keys(roster_store, raw_roster_files.district),
+        links=_district_links(roster_store, raw_roster_files.district),
     )
-    context.add_output_metadata({**result.decisions, "people": result.identities.height})
+    context.add_output_metadata(
+        {
+            **result.decisions,
+            "people": result.identities.height,
+            "links_from_last_drop": result.links_kept,
+        }
+    )
     return result
 
 
@@ -295,8 +308,8 @@ def applied_sync(
         started_at=started_at,
         decisions=identity_resolution.settled().decisions,
     )
-    # For the next drop's similar-people scan (after the commit: a crash here costs
-    # that scan its shortcut, nothing else).
+    # For the next drop's similar-people scan and identity (after the commit: a crash
+    # here costs them their shortcut, nothing else).
     keep_similar_keys(
         roster_store.engine(),
         _similar_keys(roster_store, raw_roster_files.district),
@@ -304,6 +317,13 @@ def applied_sync(
         sync_plan,
         outcome,
         validated_roster,
+    )
+    keep_links(
+        roster_store.engine(),
+        _district_links(roster_store, raw_roster_files.district),
+        identity_resolution,
+        sync_plan,
+        outcome,
     )
     yield dg.Output(
         outcome,

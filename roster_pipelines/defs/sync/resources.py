@@ -94,7 +94,8 @@ def _on_disk(asset: dg.AssetKey, obj: Any) -> Any:
     """What is written for a stage's output: for the rosters a note instead; identity's
     without the contact points and owners it read (a plan made from the stored result
     reads them again, as the database has them then) and without its similar-people
-    keys (an apply made from the stored result keeps none: the next scan is in full)."""
+    keys and links (an apply made from the stored result keeps none: the next drop
+    reads them in full)."""
     if asset == PARSED_ROSTER:
         return _ParsedFromArchive()
     if asset == VALIDATED_ROSTER and isinstance(obj, Roster):
@@ -103,7 +104,11 @@ def _on_disk(asset: dg.AssetKey, obj: Any) -> Any:
         return _ValidatedFromArchive(stored)
     if isinstance(obj, IdentityResult):
         return dataclasses.replace(
-            obj.settled(), contact_owners=None, district_contacts=None, similar_keys=None
+            obj.settled(),
+            contact_owners=None,
+            district_contacts=None,
+            similar_keys=None,
+            links=None,
         )
     return obj
 
