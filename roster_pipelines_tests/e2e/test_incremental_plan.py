@@ -70,6 +70,15 @@ def _sync(folder: Path, settings: Settings, drop: str) -> str:
     return sync_folder(folder, district=DISTRICT, settings=settings, drop=drop).status
 
 
+def _students_cut(drop: Path, to: Path) -> Path:
+    """A copy of `drop` at `to` without the last 8 % of its students' rows."""
+    shutil.copytree(drop, to)
+    students = to / "students.csv"
+    header, *rows = students.read_text().splitlines()
+    students.write_text("\n".join([header, *rows[: len(rows) * 92 // 100]]) + "\n")
+    return to
+
+
 def test_maintenance_drops_are_planned_incrementally_and_equal_the_full_plan(
     tmp_path: Path, pg_url: str, drops: tuple[Path, Path, Path]
 ) -> None:
@@ -526,11 +535,7 @@ def test_an_incremental_drop_under_a_removal_threshold_is_decided_without_counti
     for kind in ("people", "enrollments"):
         admin.set_threshold(engine, DISTRICT, kind=kind, percent=30, count=5)
     assert _sync(second, settings, "d2") == "applied"  # the settings changed: in full
-    truncated = tmp_path / "truncated"
-    shutil.copytree(second, truncated)
-    students = truncated / "students.csv"
-    header, *rows = students.read_text().splitlines()
-    students.write_text("\n".join([header, *rows[: len(rows) * 92 // 100]]) + "\n")
+    truncated = _students_cut(second, tmp_path / "truncated")
     counted: list[str] = []
     count_total = state._count_total
 
@@ -563,11 +568,7 @@ def test_an_incremental_drop_past_a_removal_threshold_is_held_on_the_district_s_
     admin.set_threshold(engine, DISTRICT, kind="people", percent=2, count=5)
     assert _sync(second, settings, "d2") == "applied"  # the settings changed: in full
     # The same drop, some students short: the change is the removals alone.
-    truncated = tmp_path / "truncated"
-    shutil.copytree(second, truncated)
-    students = truncated / "students.csv"
-    header, *rows = students.read_text().splitlines()
-    students.write_text("\n".join([header, *rows[: len(rows) * 92 // 100]]) + "\n")
+    truncated = _students_cut(second, tmp_path / "truncated")
     assert _sync(truncated, settings, "d3") == "held"
     assert _plan_scope(settings, "d3") is not None
     storage = DropStorageIOManager(state_dir=str(settings.state_dir))
