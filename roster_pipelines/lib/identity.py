@@ -429,14 +429,10 @@ def _read_district(
     if contacts:
         read["owners"] = _surviving(read["contacts"], read["merged"], list(OWNERS_SCHEMA))
     if kept_links is not None:
-        # The kept links of accounts (or people) read again are replaced by what was read.
-        fresh = read["links"]
         kept = kept_links.links
         if rewritten is not None and rewritten.len():
             kept = kept.filter(~pl.col("account_id").is_in(rewritten.cast(pl.Int64).implode()))
-        read["links"] = pl.concat(
-            [kept.join(fresh.select("person_key"), on="person_key", how="anti"), fresh]
-        ).cast(_LINKS_SCHEMA)
+        read["links"] = _links_read_again(kept, read["links"])
     read["links_raw"] = read["links"]
     read["links"] = _surviving(read["links"], read["merged"], list(_LINKS_SCHEMA))
     return read, people_later, base_run_id
@@ -452,9 +448,9 @@ def kept_links_after_apply(
     """The district's links (`KeptLinks`) after an apply: `links` (as identity read
     them) with those of `people` (person keys) and `link_ids` read again; without
     `links`, all of them read (Postgres)."""
-    sql = _LINKS_SQL.replace(":d", str(int(district_id)))
     if links is None:
-        return read_frame(conn, text(sql), _LINKS_SCHEMA)
+        return read_many(conn, {"links": _bound(district_id, *_DISTRICT_QUERIES["links"])})["links"]
+    sql = _LINKS_SQL.replace(":d", str(int(district_id)))
     keys = [] if people is None else people.drop_nulls().unique().to_list()
     ids = [] if link_ids is None else link_ids.drop_nulls().unique().cast(pl.Int64).to_list()
     rows = conn.execute(
@@ -465,6 +461,11 @@ def kept_links_after_apply(
         {"keys": keys, "ids": ids},
     ).all()
     fresh = pl.DataFrame([tuple(r) for r in rows], schema=_LINKS_SCHEMA, orient="row")
+    return _links_read_again(links, fresh)
+
+
+def _links_read_again(links: pl.DataFrame, fresh: pl.DataFrame) -> pl.DataFrame:
+    """`links` with the people's links read again (`fresh`) in place of theirs."""
     return pl.concat(
         [links.join(fresh.select("person_key"), on="person_key", how="anti"), fresh]
     ).cast(_LINKS_SCHEMA)

@@ -116,8 +116,12 @@ class KeptFolder:
         """Whether something is kept for the drop (`load` may still find it stale)."""
         return (self.root / drop_id / OBJECT).exists()
 
-    def load(self, drop_id: str) -> Any | None:
+    def load(self, drop_id: str, run_id: int | None = None) -> Any | None:
+        """What drop `drop_id` kept; with `run_id`, only if that run kept it (`kind`
+        has a `run_id`): a drop run again keeps its own."""
         if not self.holds(drop_id):
             return None
         kept = load(self.root / drop_id)
-        return kept if isinstance(kept, self.kind) else None
+        if not isinstance(kept, self.kind):
+            return None
+        return kept if run_id is None or kept.run_id == run_id else None

@@ -249,7 +249,7 @@ def resolve_drop(
             if similar_keys is not None and similar_keys.holds(clean.drop_id):
                 similar_base = in_background(_stored_keys, similar_keys, clean).result
             if links is not None and links.holds(clean.drop_id):
-                kept_links = in_background(_kept_links, links, clean).result
+                kept_links = in_background(links.load, clean.drop_id, clean.run_id).result
             base_seen = seen
 
             def scope_of(
@@ -313,14 +313,7 @@ def _record_candidates_later(
 
 def _stored_keys(folder: KeysFolder, base: CleanBase) -> StoredKeys | None:
     """The similar-people keys the base run's apply left, if it left them."""
-    stored = folder.load(base.drop_id)
-    return stored if stored is not None and stored.run_id == base.run_id else None
-
-
-def _kept_links(folder: LinksFolder, base: CleanBase) -> KeptLinks | None:
-    """The links the base run's apply left, if it left them."""
-    kept = folder.load(base.drop_id)
-    return kept if kept is not None and kept.run_id == base.run_id else None
+    return folder.load(base.drop_id, base.run_id)
 
 
 def keep_links(
@@ -399,13 +392,20 @@ def _written_by(engine: Engine, plan: SyncPlan) -> pl.Series:
     outside the sync is in it only through its memberships, and leaves it when the
     apply removes the last."""
     removed = plan.org_memberships.removals["id"].cast(pl.Int64).unique().sort().to_list()
+    left: list[int] = []
     with engine.connect() as conn:
         written = accounts_written(conn, plan)
-        left = conn.execute(
-            text("SELECT DISTINCT account_id FROM org_memberships WHERE id = ANY(:ids)"),
-            {"ids": removed},
-        ).scalars()
-        unlisted = pl.Series(list(left), dtype=pl.Int64)
+        if removed:
+            left = list(
+                conn.execute(
+                    text(
+                        "SELECT DISTINCT account_id FROM org_memberships "
+                        "WHERE id = ANY(CAST(:ids AS integer[]))"
+                    ),
+                    {"ids": removed},
+                ).scalars()
+            )
+    unlisted = pl.Series(left, dtype=pl.Int64)
     linked = plan.links.adds["account_id"].cast(pl.Int64)
     return (
         pl.concat([written, linked.filter(linked > 0), unlisted])
