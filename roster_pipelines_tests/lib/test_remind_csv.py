@@ -6,6 +6,7 @@ import copy
 import csv
 import datetime as dt
 import io
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -216,6 +217,37 @@ def test_clean_drop_builds_every_table(tmp_path: Path) -> None:
         "classes": 3,
         "enrollments": 6,
     }
+
+
+def test_the_rows_follow_the_files_order_whichever_file_is_built_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The files' rows are built in threads; "first row wins" needs them in the files'
+    order (schools, teachers, students, ...), not in the order the threads finish."""
+    folder = write_drop(tmp_path)
+    expected = parse(folder)
+    # The first file's rows finish last, the last file's first.
+    delays = dict(zip(remind_csv._BUILDERS, (0.4, 0.3, 0.2, 0.1, 0.0), strict=True))
+
+    def slowed(build, delay: float):
+        def slow(*args: object) -> None:
+            time.sleep(delay)
+            build(*args)
+
+        return slow
+
+    monkeypatch.setattr(
+        remind_csv,
+        "_BUILDERS",
+        tuple((slowed(build, delays[(build, files)]), files) for build, files in delays),
+    )
+
+    roster = parse(folder)
+
+    for name, frame in expected.tables().items():
+        assert roster.tables()[name].equals(frame), name
+    assert roster.issues.equals(expected.issues)
+    assert rows_of(roster.people, "role")[:3] == [("teacher",), ("teacher",), ("teacher",)]
 
 
 def test_crlf_shuffled_and_padded_headers_extra_columns_and_blank_lines(tmp_path: Path) -> None:
