@@ -96,6 +96,10 @@ TIMED: list[tuple[Any, str, str]] = [
     (sync, "record_sync_run", "  apply: run and issues"),
     (sync, "enqueue_sync_notifications", "  apply: notification outbox"),
     (sync, "refresh_statistics", "  apply: ANALYZE check"),
+    # Since session 13 both at once (`sync.keep_for_next_drop`); before, one by one.
+    (assets, "keep_for_next_drop", "apply: keys and links kept"),
+    (sync, "keep_similar_keys", "  apply: similar-people keys kept (in a thread)"),
+    (sync, "keep_links", "  apply: links kept"),
     (assets, "keep_similar_keys", "apply: similar-people keys kept"),
     (assets, "build_report", "report: data"),
     (assets, "write_report", "report: files"),

@@ -316,6 +316,25 @@ def _stored_keys(folder: KeysFolder, base: CleanBase) -> StoredKeys | None:
     return folder.load(base.drop_id, base.run_id)
 
 
+def keep_for_next_drop(
+    engine: Engine,
+    keys_folder: KeysFolder,
+    links_folder: LinksFolder,
+    identity: IdentityResult,
+    plan: SyncPlan,
+    outcome: SyncOutcome,
+    roster: Roster,
+) -> tuple[bool, bool]:
+    """`keep_similar_keys` and `keep_links` at once: each mostly waits on the database
+    or the disk (0.4 and 0.65 s at a million people). Returns whether each kept."""
+    keys = in_background(keep_similar_keys, engine, keys_folder, identity, plan, outcome, roster)
+    try:
+        links = keep_links(engine, links_folder, identity, plan, outcome)
+    finally:
+        kept_keys = keys.result()
+    return kept_keys, links
+
+
 def keep_links(
     engine: Engine,
     folder: LinksFolder,

@@ -268,8 +268,17 @@ def test_per_school_figures_status_and_trend(tmp_path: Path, db_url: str) -> Non
     assert by_id["S2"].status == "Not connected"
     assert [h["drop"] for h in data.history] == ["d1", "d2"]
     assert data.open_merge_candidates == 1
-    html = (settings.reports_root / "lincoln-usd" / "d2" / "report.html").read_text()
+    folder = settings.reports_root / "lincoln-usd" / "d2"
+    html = (folder / "report.html").read_text()
     assert "&lt;script&gt;Lincoln&lt;/script&gt;" in html and "<script>" not in html
+    # The issue files, written while the report's data was read, are this drop's.
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["drop"] == summary["report"]["drop"] == "d2"
+    assert len(summary["issues"]) == out.issues.height >= 1
+    assert (
+        pl.read_csv(folder / "issues.csv")["message"].to_list() == out.issues["message"].to_list()
+    )
+    assert (folder / "issues_TEACHER_EMAIL_INVALID.csv").exists()
     assert '<svg width="180"' in html  # the trend charts
     page = render_html(out, data)
     assert '<p id="open-merge-candidates">1 pair open for review' in page

@@ -32,8 +32,7 @@ from roster_pipelines.lib.sync import (
     IdentityResult,
     SyncOutcome,
     apply_drop,
-    keep_links,
-    keep_similar_keys,
+    keep_for_next_drop,
     plan_drop,
     record_rejection,
     resolve_drop,
@@ -310,20 +309,14 @@ def applied_sync(
     )
     # For the next drop's similar-people scan and identity (after the commit: a crash
     # here costs them their shortcut, nothing else).
-    keep_similar_keys(
+    keep_for_next_drop(
         roster_store.engine(),
         _similar_keys(roster_store, raw_roster_files.district),
-        identity_resolution,
-        sync_plan,
-        outcome,
-        validated_roster,
-    )
-    keep_links(
-        roster_store.engine(),
         _district_links(roster_store, raw_roster_files.district),
         identity_resolution,
         sync_plan,
         outcome,
+        validated_roster,
     )
     yield dg.Output(
         outcome,
