@@ -227,7 +227,10 @@ def test_the_rows_follow_the_files_order_whichever_file_is_built_first(
     folder = write_drop(tmp_path)
     expected = parse(folder)
     # The first file's rows finish last, the last file's first.
-    delays = dict(zip(remind_csv._BUILDERS, (0.4, 0.3, 0.2, 0.1, 0.0), strict=True))
+    delays = {
+        (build, files): 0.1 * (4 - remind_csv.REQUIRED_FILES.index(files[0]))
+        for build, files in remind_csv._BUILDERS
+    }
 
     def slowed(build, delay: float):
         def slow(*args: object) -> None:

@@ -878,17 +878,15 @@ def _classes(frame: pl.DataFrame, out: _Parts) -> None:
     )
 
 
-# Each file's rows are built by one of these from the files it names (its own first).
+# Each file's rows are built by one of these from the files it names (its own first),
+# the largest files first: they are read, and their rows built, in this order.
 _BUILDERS: tuple[tuple[Callable[..., None], tuple[str, ...]], ...] = (
-    (_schools, (SCHOOLS,)),
-    (_teachers, (TEACHERS,)),
     (_students, (STUDENTS,)),
-    (_classes, (CLASSES,)),
     (_enrollments, (ENROLLMENTS, TEACHERS, STUDENTS, CLASSES)),
+    (_teachers, (TEACHERS,)),
+    (_classes, (CLASSES,)),
+    (_schools, (SCHOOLS,)),
 )
-
-
-_LARGEST_FIRST = (STUDENTS, ENROLLMENTS, TEACHERS, CLASSES, SCHOOLS)
 
 
 def parse(drop_dir: Path) -> c.Roster:
@@ -896,21 +894,20 @@ def parse(drop_dir: Path) -> c.Roster:
     folder = Path(drop_dir)
     # Three files at a time, then each file's rows built at once: much of polars' work
     # here runs on one column, on one core, so one file at a time kept 1.5 of the two
-    # cores busy. The rows are put together in the files' order ("first row wins"
-    # follows it), whatever finished first.
+    # cores busy. The rows and issues are put together in the files' order ("first row
+    # wins" follows it), whatever finished first.
     with ThreadPoolExecutor(max_workers=3, thread_name_prefix="parse") as pool:
-        # The largest files first; their issues in the files' order.
-        reading = {name: pool.submit(read_file, folder, name) for name in _LARGEST_FIRST}
+        reading = {files[0]: pool.submit(read_file, folder, files[0]) for _, files in _BUILDERS}
         read = {name: reading[name].result() for name in REQUIRED_FILES}
         file_issues = issues_frame([issue for _, issues in read.values() for issue in issues])
         if has_file_errors(file_issues):
             return c.Roster(rejected=True, issues=file_issues)
         frames = {name: frame for name, (frame, _) in read.items() if frame is not None}
         built = {
-            builder: pool.submit(_built, builder, [frames[name] for name in names])
-            for builder, names in sorted(_BUILDERS, key=lambda b: _LARGEST_FIRST.index(b[1][0]))
+            files[0]: pool.submit(_built, builder, [frames[name] for name in files])
+            for builder, files in _BUILDERS
         }
-        out = _Parts.joined([built[builder].result() for builder, _ in _BUILDERS])
+        out = _Parts.joined([built[name].result() for name in REQUIRED_FILES])
     return c.Roster(
         **{table: out.frame(table) for table in c.TABLE_SCHEMAS},
         issues=concat_issues(file_issues, *out.issues),
