@@ -18,9 +18,10 @@ install: $(STAMP)
 demo: install
 	$(BIN)/roster-sync demo
 
-## The whole test suite (needs PostgreSQL at 127.0.0.1:5432, see README).
+## The whole test suite (needs PostgreSQL at 127.0.0.1:5432, see README), one worker
+## per core (pytest-xdist): every test has its own database, folders and ports.
 test: install
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto
 
 lint: install
 	$(BIN)/ruff check .
