@@ -96,6 +96,27 @@ def settle() -> None:
     os.sync()
 
 
+def machine_probe() -> float:
+    """Seconds of a fixed polars workload of the sync's kind (strings made and hashed,
+    a hash join and a group-by over a million rows, a sort), timed just before a
+    sync. These machines' speed at such work swings by half or more within the hour,
+    while a pure-Python loop's stays put (BENCHMARKS.md, session 14): a run's time is
+    read against its probe."""
+    n = 1_000_000
+    start = time.perf_counter()
+    ids = pl.int_range(n, eager=True, dtype=pl.Int64)
+    people = pl.DataFrame(
+        {"key": ("student:" + (ids * 7919 % n).cast(pl.String)), "school": ids % 997}
+    )
+    enrollments = people.select(
+        "key", klass=(pl.col("key").hash(seed=1) % 65_000).cast(pl.Int64)
+    ).sample(fraction=1.0, shuffle=True, seed=1)
+    joined = enrollments.join(people, on="key", how="inner")
+    joined.group_by("school", "klass").agg(pl.len()).sort("len", "school", "klass")
+    people.sort("key")
+    return time.perf_counter() - start
+
+
 def _drop_database(url: str) -> None:
     if url.startswith("postgresql"):
         name = url.rsplit("/", 1)[-1]
@@ -280,6 +301,7 @@ def _sync(
 ) -> dict[str, Any]:
     manifest = archive(folder, settings, drop)
     settle()
+    probe = machine_probe()
     since = _db_now(engine)
     if isolate:
         # A fresh process per sync, as each Dagster run has in production: its peak
@@ -295,6 +317,7 @@ def _sync(
         stage: sum(steps.get(s, 0.0) for s in keys) for stage, keys in STAGES.items()
     }
     result["total"] = total
+    result["probe_s"] = probe
     result["peak_rss_mb"] = peak_rss
     written = _rows_written(engine, since)
     result["rows_written"] = sum(written.values())
@@ -332,7 +355,11 @@ def run_tier(args: argparse.Namespace, people: int) -> dict[str, Any]:
                     r = _sync(folders[scenario], settings, drop, engine, postgres, args.isolate)
                     r["rows_per_s"] = input_rows[scenario] / r["total"]
                     results[scenario].append(r)
-                    print(f"  {people:,} run {i + 1}: {scenario} {r['total']:.1f} s", flush=True)
+                    print(
+                        f"  {people:,} run {i + 1}: {scenario} {r['total']:.1f} s"
+                        f" (machine probe {r['probe_s']:.2f} s)",
+                        flush=True,
+                    )
             finally:
                 engine.dispose()
                 _drop_database(url)
@@ -365,8 +392,8 @@ def render(tiers: list[dict[str, Any]], command: str) -> str:
             + " | ".join(STAGES)
             + " | total s | rows/s | rows written | peak RSS MB"
             + (" | floor s | × floor | floor w/o FK s" if postgres else "")
-            + " |",
-            "|---" * (len(STAGES) + 6 + (3 if postgres else 0)) + "|",
+            + " | machine probe s |",
+            "|---" * (len(STAGES) + 7 + (3 if postgres else 0)) + "|",
         ]
         for scenario, runs in tier["runs"].items():
             cells = [f"{_median(runs, s):.2f}" for s in STAGES]
@@ -382,6 +409,8 @@ def render(tiers: list[dict[str, Any]], command: str) -> str:
                 floor = _median(runs, "floor")
                 ratio = statistics.median(r["total"] / r["floor"] for r in runs)
                 row += f" | {floor:.2f} | {ratio:.1f} | {_median(runs, 'floor_no_fk'):.2f}"
+            probes = [r["probe_s"] for r in runs if "probe_s" in r]
+            row += f" | {statistics.median(probes):.2f}" if probes else " | "
             lines.append(row + " |")
         lines.append("")
     if len(tiers) > 1:
