@@ -9,7 +9,11 @@ measured in the same run:
 
     floor = polars reading the drop's five CSVs
           + COPY of the same rows the sync wrote into empty tables of the same shape
-            (same columns, defaults, indexes and constraints except foreign keys)
+            (same columns, defaults, indexes and constraints, the foreign keys
+            pointing at the real parent tables; "floor w/o FK": without them)
+
+Each sync's row also carries a machine probe: a fixed polars workload timed just
+before the sync (`machine_probe`), for these machines' speed swings within the hour.
 
 Peak RSS is per sync: the process's high-water mark (VmHWM) is reset before each sync
 (`/proc/self/clear_refs`) and read after it, so the floor's own work (the CSV text it
