@@ -271,7 +271,7 @@ def test_per_school_figures_status_and_trend(tmp_path: Path, db_url: str) -> Non
     folder = settings.reports_root / "lincoln-usd" / "d2"
     html = (folder / "report.html").read_text()
     assert "&lt;script&gt;Lincoln&lt;/script&gt;" in html and "<script>" not in html
-    # The issue files, written while the report's data was read, are this drop's.
+    # The issue files are this drop's.
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["drop"] == summary["report"]["drop"] == "d2"
     assert len(summary["issues"]) == out.issues.height >= 1
