@@ -45,6 +45,11 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+# Before polars: the package sets polars' allocator as a sync's process has it
+# (roster_pipelines/__init__.py), for the syncs run in this process too.
+import roster_pipelines  # noqa: F401
+
+# isort: split
 import polars as pl
 import sqlalchemy as sa
 
