@@ -403,13 +403,33 @@ def build_report_data(
             conn.execute(select(Organisation.name).where(Organisation.id == district_id)).scalar()
             or district
         )
-        data.schools = school_rows(conn, district_id, status=status, now=now)
+        # The schools' people are counted on a connection of their own (Postgres) while
+        # this one reads the rest: each keeps one of the server's cores busy.
+        schools = (
+            in_background(_school_rows_apart, engine, district_id, status=status, now=now)
+            if engine.dialect.name == "postgresql"
+            else None
+        )
         class_schools = dict(
             conn.execute(
                 select(Class.sis_class_id, Organisation.sis_id)
                 .join(Organisation, Organisation.id == Class.school_id)
                 .where(Class.district_id == district_id, Class.sis_class_id.is_not(None))
             ).all()
+        )
+        data.history = _history(conn, district_id)
+        data.merge_candidates = _merge_candidates(conn, district_id, drop, issues)
+        data.open_merge_candidates = int(
+            conn.execute(
+                select(func.count()).where(
+                    MergeCandidate.district_id == district_id, MergeCandidate.status == "open"
+                )
+            ).scalar_one()
+        )
+        data.schools = (
+            schools.result()
+            if schools is not None
+            else school_rows(conn, district_id, status=status, now=now)
         )
         attributed = attribute_issues(issues, rows.result(), class_schools)
         index = {s.school_id: s for s in data.schools}
@@ -422,13 +442,9 @@ def build_report_data(
                 data.district_wide[key] += int(r["len"])
             else:
                 setattr(target, key, getattr(target, key) + int(r["len"]))
-        data.history = _history(conn, district_id)
-        data.merge_candidates = _merge_candidates(conn, district_id, drop, issues)
-        data.open_merge_candidates = int(
-            conn.execute(
-                select(func.count()).where(
-                    MergeCandidate.district_id == district_id, MergeCandidate.status == "open"
-                )
-            ).scalar_one()
-        )
     return data
+
+
+def _school_rows_apart(engine: Engine, district_id: int, **kwargs: Any) -> list[SchoolRow]:
+    with engine.connect() as conn:
+        return school_rows(conn, district_id, **kwargs)
