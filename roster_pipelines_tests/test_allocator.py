@@ -37,6 +37,7 @@ def test_a_process_that_loads_the_code_location_keeps_freed_memory() -> None:
     options = _jemalloc_options(CODE_LOCATION)
     assert options["dirty_decay_ms"] == "-1"
     assert options["muzzy_decay_ms"] == "-1"
+    assert options["narenas"] == str(os.cpu_count())
     assert options["stats_print"] == "true"
 
 
