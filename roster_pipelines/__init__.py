@@ -11,8 +11,8 @@ import os
 # polars sets jemalloc to give freed memory back to the system half a second after it
 # is freed (`dirty_decay_ms:500`), so each stage of a sync, which frees what the last
 # one built and allocates as much again, pays the page faults anew (BENCHMARKS.md,
-# session 15: the kernel's share of a maintenance drop's CPU time fell from about a
-# third to a fifth without it). A sync runs in a process of its own (a Dagster run, a
+# session 15: with this setting the kernel's share of a maintenance drop's CPU time
+# fell from about a third to a quarter). A sync runs in a process of its own (a Dagster run, a
 # CLI call), which gives the memory back when it ends. polars puts its own settings
 # first in `_RJEM_MALLOC_CONF`, and jemalloc takes the last value of an option. One
 # arena per core, not four: memory freed in one arena is not reused by another, so

@@ -21,7 +21,7 @@ def _jemalloc_options(code: str, **env: str) -> dict[str, str]:
     environ = {
         k: v for k, v in os.environ.items() if k not in ("_RJEM_MALLOC_CONF", "ROSTER_MALLOC_CONF")
     }
-    # An operator's own option, kept: only the decay options are this package's.
+    # An operator's own option beside the package's: jemalloc prints its statistics.
     environ["_RJEM_MALLOC_CONF"] = "stats_print:true"
     environ.update(env)
     done = subprocess.run(
