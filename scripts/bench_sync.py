@@ -418,8 +418,7 @@ def render(tiers: list[dict[str, Any]], command: str) -> str:
                 floor = _median(runs, "floor")
                 ratio = statistics.median(r["total"] / r["floor"] for r in runs)
                 row += f" | {floor:.2f} | {ratio:.1f} | {_median(runs, 'floor_no_fk'):.2f}"
-            probes = [r["probe_s"] for r in runs if "probe_s" in r]
-            row += f" | {statistics.median(probes):.2f}" if probes else " | "
+            row += f" | {_median(runs, 'probe_s'):.2f}"
             lines.append(row + " |")
         lines.append("")
     if len(tiers) > 1:
