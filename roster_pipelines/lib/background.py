@@ -5,9 +5,10 @@ database, ADBC and polars release the GIL while they wait or compute."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -20,3 +21,30 @@ def in_background(work: Callable[..., T], /, *args: Any, **kwargs: Any) -> Futur
         return pool.submit(work, *args, **kwargs)
     finally:
         pool.shutdown(wait=False)  # the thread ends with its one piece of work
+
+
+class Deferred(Generic[T]):
+    """`work(*args, **kwargs)` kept for later: `start()` runs it in a thread of its own
+    (once), `result()` starts it if nobody has and waits for it. For work that should
+    run where a core is idle, not where it was made."""
+
+    def __init__(self, work: Callable[..., T], /, *args: Any, **kwargs: Any) -> None:
+        self._work, self._args, self._kwargs = work, args, kwargs
+        self._future: Future[T] | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        with self._lock:
+            if self._future is None:
+                self._future = in_background(self._work, *self._args, **self._kwargs)
+
+    def started(self) -> bool:
+        return self._future is not None
+
+    def done(self) -> bool:
+        return self._future is not None and self._future.done()
+
+    def result(self) -> T:
+        self.start()
+        assert self._future is not None
+        return self._future.result()

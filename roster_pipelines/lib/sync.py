@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,10 +17,11 @@ from typing import Any
 import polars as pl
 from sqlalchemy import Connection, Engine, select, text
 
-from roster_pipelines.lib.background import in_background
+from roster_pipelines.lib.background import Deferred, in_background
 from roster_pipelines.lib.canonical import Roster
 from roster_pipelines.lib.drops import DropManifest
 from roster_pipelines.lib.identity import (
+    CANDIDATES_SCHEMA,
     FoundCandidates,
     KeptLinks,
     LinksFolder,
@@ -111,9 +111,10 @@ class IdentityResult:
     # The district's latest applied run when identity read the database (0: none yet;
     # None: not recorded). The plan must be made against the same run.
     base_run_id: int | None = None
-    # The merge candidates, still being worked out and recorded in a thread of their own
-    # (`decisions` has no "candidates" count yet): `settled()` waits for them.
-    pending: Future[FoundCandidates] | None = None
+    # The merge candidates, still to be worked out and recorded in a thread of their
+    # own (`decisions` has no "candidates" count yet): `start_candidates()` starts them,
+    # `settled()` waits for them (starting them if need be).
+    pending: Deferred[FoundCandidates] | None = None
     # What the similar-people scan leaves for the next drop's (`keep_similar_keys`), and
     # how many accounts it worked out again from the last drop's (None: in full).
     similar_keys: SimilarKeys | None = None
@@ -130,11 +131,33 @@ class IdentityResult:
     links: pl.DataFrame | None = None
     links_kept: bool = False
 
+    def start_candidates(self) -> None:
+        """Start working out the merge candidates, if they are still to be."""
+        if self.pending is not None:
+            self.pending.start()
+
+    def candidates_started(self) -> bool:
+        """Whether the merge candidates are worked out or being worked out."""
+        return self.pending is None or self.pending.started()
+
     def settled(self) -> IdentityResult:
         """This result with its merge candidates (waiting for them if need be)."""
         if self.pending is None:
             return self
         return self.with_candidates(self.pending.result())
+
+    def without_candidates(self) -> IdentityResult:
+        """This result as if no merge candidates were looked for (their count left out
+        of `decisions`): what is stored of a result whose candidates are still to be
+        worked out, which the drop's run records in the merge_candidates table itself."""
+        decisions = {k: v for k, v in self.decisions.items() if k != "candidates"}
+        return replace(
+            self,
+            candidates=pl.DataFrame(schema=CANDIDATES_SCHEMA),
+            decisions=decisions,
+            pending=None,
+            similar_keys=None,
+        )
 
     def with_candidates(self, found: FoundCandidates) -> IdentityResult:
         return replace(
@@ -162,6 +185,9 @@ class SyncOutcome:
     sync_run_id: int | None = None
     is_initial: bool = False
     decisions: dict[str, int] = field(default_factory=dict)
+    # How many accounts the similar-people scan worked out again from the last applied
+    # drop's keys (None: it scanned the district in full, or this run did not scan).
+    rescanned: int | None = None
 
     def issue_counts(self) -> dict[str, int]:
         by = self.issues.group_by("severity").len()
@@ -216,8 +242,9 @@ def resolve_drop(
     record the merge candidates the drop reveals (tied to the drop by `drop`).
 
     `candidates_in_background` (Postgres): the merge candidates are worked out and
-    recorded in a thread of their own, in their own transaction, while the caller goes
-    on to plan the drop; `IdentityResult.settled()` waits for them.
+    recorded later, in a thread of their own and their own transaction, once the
+    caller calls `IdentityResult.start_candidates()` (the apply does: its transaction
+    leaves a core idle) or `settled()`, which waits for them.
 
     `previous` gives the fingerprint of an earlier drop's validated roster (as
     `plan_drop`'s does): with it, the incremental plan's scope is worked out here, and
@@ -296,7 +323,7 @@ def resolve_drop(
         result = result.with_candidates(resolution.candidates)
     if resolution.later_candidates is not None:
         del result.decisions["candidates"]  # counted once they are worked out
-        result.pending = in_background(
+        result.pending = Deferred(
             _record_candidates_later, engine, district_id, drop, resolution.later_candidates
         )
     return result
@@ -773,12 +800,17 @@ def apply_drop(
     force: bool = False,
     started_at: datetime,
     decisions: dict[str, int] | None = None,
+    before_commit: Callable[[], object] | None = None,
 ) -> SyncOutcome:
     """Apply the plan and record the run, all in one transaction.
 
     Under the district's lock the plan must still describe the database (no other
     drop applied since it was made), and the drop must be newer than the last applied
     one unless `force`: an older drop is rejected with DROP_OUT_OF_ORDER.
+
+    `before_commit` is called last in the transaction: work done beside the apply that
+    the drop must not be recorded without (the merge candidates). What it raises rolls
+    the apply back.
     """
     issues = concat_issues(roster.issues, plan.issues)
     planned = plan.counts(include_removals=True)
@@ -829,6 +861,8 @@ def apply_drop(
         if status != DRY_RUN:
             # The people this drop notifies, in its transaction (outbox; R12-R14).
             enqueue_sync_notifications(conn, plan, applied, run_id)
+        if before_commit is not None:
+            before_commit()
     if status in (APPLIED, HELD):
         refresh_statistics(engine, sum(changes.values()))
     return SyncOutcome(

@@ -419,9 +419,10 @@ def test_candidate_for_a_new_person_follows_its_account(tmp_path: Path, settings
 def test_merge_candidates_that_fail_leave_the_drop_unapplied(
     tmp_path: Path, settings: Settings, seeded, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The candidates are worked out in a thread while the drop is planned (on
-    Postgres; with the decisions elsewhere); the apply waits for them before it writes,
-    so their failure applies nothing, and the drop synced again applies in full."""
+    """The candidates are worked out in a thread while the drop is applied (on
+    Postgres; with the decisions elsewhere); the apply's transaction waits for them
+    before it commits, so their failure applies nothing, and the drop synced again
+    applies in full."""
     folder = drop(tmp_path / "d1")
 
     def broken(*args, **kwargs):
@@ -441,3 +442,40 @@ def test_merge_candidates_that_fail_leave_the_drop_unapplied(
     assert again.decisions == FIRST_DROP_DECISIONS
     with engine.connect() as conn:
         assert count(conn, SisLink) == 9
+
+
+def test_merge_candidates_are_worked_out_while_the_drop_applies(
+    tmp_path: Path, settings: Settings, seeded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On Postgres the similar-people scan waits for the plan: the plan's reads had it
+    on the two cores beside them, the apply's transaction leaves one idle. Elsewhere it
+    runs with the decisions. Either way the run counts and records the candidates."""
+    from roster_pipelines.defs.sync import assets
+    from roster_pipelines.lib import identity
+
+    events: list[str] = []
+    real_scan, real_plan = identity.scan, assets.plan_drop
+
+    def scan(*args, **kwargs):
+        events.append("scan")
+        return real_scan(*args, **kwargs)
+
+    def plan_drop(*args, **kwargs):
+        try:
+            return real_plan(*args, **kwargs)
+        finally:
+            events.append("planned")
+
+    monkeypatch.setattr(identity, "scan", scan)
+    monkeypatch.setattr(assets, "plan_drop", plan_drop)
+    outcome = sync_folder(drop(tmp_path / "d1"), district=DISTRICT, settings=settings, drop="d1")
+    assert outcome.status == "applied"
+    postgres = settings.database_url.startswith("postgresql")
+    assert events == (["planned", "scan"] if postgres else ["scan", "planned"])
+    assert outcome.decisions == FIRST_DROP_DECISIONS
+    engine = make_engine(settings.database_url)
+    with engine.connect() as conn:
+        district = conn.execute(
+            sa.select(Organisation.id).where(Organisation.sis_id == DISTRICT)
+        ).scalar_one()
+        assert drop_candidates(conn, district, "d1").height == FIRST_DROP_DECISIONS["candidates"]

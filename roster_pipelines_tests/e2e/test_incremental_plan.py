@@ -441,12 +441,14 @@ def test_the_similar_people_scan_works_out_again_only_what_changed(
         people = conn.execute(sa.select(sa.func.count()).select_from(SisLink)).scalar()
     # The first drop made every account: its apply scanned the district as it left it
     # (`sync.keep_similar_keys`), and d2's scan starts from those keys.
-    assert _sync(second, settings, "d2") == "applied"
-    rescanned = _identity(settings, "d2").rescanned
+    outcome = sync_folder(second, district=DISTRICT, settings=settings, drop="d2")
+    assert outcome.status == "applied"
+    rescanned = outcome.rescanned
     assert rescanned is not None and 0 < rescanned < people / 2
     # From d2's keys: its scope (the member's membership among them) and d3's.
-    assert _sync(third, settings, "d3") == "applied"
-    rescanned = _identity(settings, "d3").rescanned
+    outcome = sync_folder(third, district=DISTRICT, settings=settings, drop="d3")
+    assert outcome.status == "applied"
+    rescanned = outcome.rescanned
     # (At 1,500 people a 1 % drop's scope is a fifth of the district.)
     assert rescanned is not None and 0 < rescanned < people / 2
     pair = (frozenset((student, member)), "same_name_dob")
@@ -460,14 +462,14 @@ def test_the_similar_people_scan_works_out_again_only_what_changed(
         ):
             _sync(third, settings, "d4")
         return
-    assert _sync(third, settings, "d4") == "applied"
-    assert _identity(settings, "d4").rescanned is not None
+    outcome = sync_folder(third, district=DISTRICT, settings=settings, drop="d4")
+    assert outcome.status == "applied" and outcome.rescanned is not None
     assert pair in _pairs(engine, "d4")
 
     with engine.begin() as conn:
         conn.execute(sa.update(Account).where(Account.id == member).values(first_name="Someone"))
-    assert _sync(third, settings, "d5") == "applied"
-    assert _identity(settings, "d5").rescanned is not None
+    outcome = sync_folder(third, district=DISTRICT, settings=settings, drop="d5")
+    assert outcome.status == "applied" and outcome.rescanned is not None
     assert pair not in _pairs(engine, "d5")
 
 

@@ -184,6 +184,13 @@ def _scan_extent(rescanned: int | None) -> str:
     return "in full" if rescanned is None else f"{rescanned} accounts again, the rest kept"
 
 
+def _candidates_found(outcome: SyncOutcome) -> dict[str, int]:
+    """The merge candidates the drop found, when its run worked them out (an apply
+    re-executed from identity's stored result did not: they are in the table)."""
+    found = outcome.decisions.get("candidates")
+    return {} if found is None else {"merge_candidates": found}
+
+
 def _similar_keys(roster_store: RosterStore, district: str) -> KeysFolder:
     return KeysFolder(roster_store.settings().similar_keys_folder(district))
 
@@ -297,6 +304,10 @@ def applied_sync(
 ):
     """The plan applied in one transaction (or only recorded, on a dry run)."""
     started_at = utcnow()
+    # The merge candidates are worked out while the apply's transaction keeps the
+    # database busy on one core and leaves the other idle; it commits once they are
+    # recorded (their failure applies nothing).
+    identity_resolution.start_candidates()
     outcome = apply_drop(
         roster_store.engine(),
         raw_roster_files,
@@ -305,8 +316,11 @@ def applied_sync(
         dry_run=config.dry_run,
         force=config.force,
         started_at=started_at,
-        decisions=identity_resolution.settled().decisions,
+        before_commit=identity_resolution.settled,
     )
+    identity_resolution = identity_resolution.settled()
+    outcome.decisions = identity_resolution.decisions
+    outcome.rescanned = identity_resolution.rescanned
     # For the next drop's similar-people scan and identity (after the commit: a crash
     # here costs them their shortcut, nothing else).
     keep_for_next_drop(
@@ -323,9 +337,9 @@ def applied_sync(
         metadata={
             "status": outcome.status,
             **outcome.changes,
-            # (Worked out while the drop was planned: not in identity's metadata.)
-            "merge_candidates": outcome.decisions.get("candidates", 0),
-            "similar_people_scan": _scan_extent(identity_resolution.settled().rescanned),
+            # (Worked out while the drop was applied: not in identity's metadata.)
+            **_candidates_found(outcome),
+            "similar_people_scan": _scan_extent(outcome.rescanned),
         },
     )
     yield dg.AssetCheckResult(

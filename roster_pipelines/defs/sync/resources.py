@@ -95,7 +95,9 @@ def _on_disk(asset: dg.AssetKey, obj: Any) -> Any:
     without the contact points and owners it read (a plan made from the stored result
     reads them again, as the database has them then) and without its similar-people
     keys and links (an apply made from the stored result keeps none: the next drop
-    reads them in full)."""
+    reads them in full). Its merge candidates are left out when they are still to be
+    worked out (the apply starts them, on a core its transaction leaves idle; they
+    are recorded in the merge_candidates table, not read from here)."""
     if asset == PARSED_ROSTER:
         return _ParsedFromArchive()
     if asset == VALIDATED_ROSTER and isinstance(obj, Roster):
@@ -104,7 +106,7 @@ def _on_disk(asset: dg.AssetKey, obj: Any) -> Any:
         return _ValidatedFromArchive(stored)
     if isinstance(obj, IdentityResult):
         return dataclasses.replace(
-            obj.settled(),
+            obj.settled() if obj.candidates_started() else obj.without_candidates(),
             contact_owners=None,
             district_contacts=None,
             similar_keys=None,
