@@ -228,7 +228,7 @@ def identity_resolution(
         raw_roster_files.district,
         validated_roster,
         drop=raw_roster_files.drop,
-        # Worked out while the drop is planned; the apply waits for them.
+        # Worked out while the drop is applied (the apply starts them and waits).
         candidates_in_background=True,
         previous=_stored_fingerprints(roster_store, raw_roster_files.district),
         similar_keys=_similar_keys(roster_store, raw_roster_files.district),
