@@ -41,9 +41,6 @@ class Deferred(Generic[T]):
     def started(self) -> bool:
         return self._future is not None
 
-    def done(self) -> bool:
-        return self._future is not None and self._future.done()
-
     def result(self) -> T:
         self.start()
         assert self._future is not None

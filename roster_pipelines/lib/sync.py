@@ -799,7 +799,6 @@ def apply_drop(
     dry_run: bool = False,
     force: bool = False,
     started_at: datetime,
-    decisions: dict[str, int] | None = None,
     before_commit: Callable[[], object] | None = None,
 ) -> SyncOutcome:
     """Apply the plan and record the run, all in one transaction.
@@ -876,7 +875,6 @@ def apply_drop(
         hold_reasons=plan.hold_reasons,
         sync_run_id=run_id,
         is_initial=plan.is_initial,
-        decisions=decisions or {},
     )
 
 
