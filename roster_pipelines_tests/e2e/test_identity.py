@@ -22,6 +22,8 @@ import pytest
 import sqlalchemy as sa
 
 from roster_pipelines.cli import sync_folder
+from roster_pipelines.defs.sync import assets
+from roster_pipelines.lib import identity
 from roster_pipelines.lib.config import Settings
 from roster_pipelines.lib.identity import drop_candidates
 from roster_pipelines.lib.store.engine import make_engine
@@ -450,9 +452,6 @@ def test_merge_candidates_are_worked_out_while_the_drop_applies(
     """On Postgres the similar-people scan waits for the plan: the plan's reads had it
     on the two cores beside them, the apply's transaction leaves one idle. Elsewhere it
     runs with the decisions. Either way the run counts and records the candidates."""
-    from roster_pipelines.defs.sync import assets
-    from roster_pipelines.lib import identity
-
     events: list[str] = []
     real_scan, real_plan = identity.scan, assets.plan_drop
 
