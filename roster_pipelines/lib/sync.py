@@ -156,14 +156,15 @@ class IdentityResult:
             candidates=pl.DataFrame(schema=CANDIDATES_SCHEMA),
             decisions=decisions,
             pending=None,
-            similar_keys=None,
         )
 
     def with_candidates(self, found: FoundCandidates) -> IdentityResult:
         return replace(
             self,
             candidates=found.pairs,
-            decisions=decision_counts(self.identities, found.pairs),
+            # The identities' counts are already there: only the candidates' is added
+            # (a group-by over every person saved each time a result is settled).
+            decisions={**self.decisions, "candidates": found.pairs.height},
             pending=None,
             similar_keys=found.keys,
             rescanned=found.rescanned,
