@@ -65,22 +65,23 @@ PERSON_TABLES = ("people", "contacts", "school_memberships", "guardianships")
 ROW_SPAN = 100_000_000  # a line's id: file index * ROW_SPAN + row number
 
 
+def line_of(files: dict[str, int], file: str = "src_file", row: str = "src_row") -> pl.Expr:
+    """The id of the line a row names (its file and row number)."""
+    return pl.col(file).replace_strict(files, return_dtype=pl.Int64) * ROW_SPAN + pl.col(row)
+
+
 def with_lines(parsed: c.Roster, files: dict[str, int]) -> dict[str, pl.DataFrame]:
     """Each table with `_line`, its line's id: the adapter would emit it beside
     `src_row` (not timed)."""
     return {
-        name: frame.with_columns(
-            _line=pl.col("src_file").replace_strict(files, return_dtype=pl.Int64) * ROW_SPAN
-            + pl.col("src_row")
-        )
-        for name, frame in parsed.tables().items()
+        name: frame.with_columns(_line=line_of(files)) for name, frame in parsed.tables().items()
     }
 
 
 def issue_lines(issues: pl.DataFrame, files: dict[str, int]) -> pl.Series:
-    return issues.filter(pl.col("row").is_not_null()).select(
-        line=pl.col("file").replace_strict(files, return_dtype=pl.Int64) * ROW_SPAN + pl.col("row")
-    )["line"]
+    return issues.filter(pl.col("row").is_not_null()).select(line=line_of(files, "file", "row"))[
+        "line"
+    ]
 
 
 def read_lines(folder: Path) -> dict[str, pl.DataFrame]:
@@ -210,10 +211,7 @@ def put_together(t: dict[str, pl.DataFrame], part: c.Roster, files: dict[str, in
     for name, frame in part.tables().items():
         if name == "schools":
             continue
-        kept = frame.with_columns(
-            _line=pl.col("src_file").replace_strict(files, return_dtype=pl.Int64) * ROW_SPAN
-            + pl.col("src_row")
-        )
+        kept = frame.with_columns(_line=line_of(files))
         rest = t[name].filter(~pl.col("_line").is_in(kept["_line"].implode()))
         pl.concat([kept, rest]).sort("_line", maintain_order=True)
 
