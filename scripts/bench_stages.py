@@ -23,7 +23,9 @@ district's daily drops follow each other):
 
 Timers nest (a stage's total includes the calls inside it), so rows do not add up to
 the total. It also prints each drop's peak anonymous and file-backed (mapped stage
-files) resident memory. Not part of the test run.
+files) resident memory, and its work in CPU seconds: the sync's process (every thread)
+and the Postgres server (its processes, those that ended included). Not part of the
+test run.
 """
 
 from __future__ import annotations
@@ -31,12 +33,14 @@ from __future__ import annotations
 import argparse
 import collections
 import functools
+import os
 import shutil
 import statistics
 import sys
 import tempfile
 import threading
 import time
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +180,38 @@ class MemorySampler:
         self._thread.join()
 
 
+def postgres_cpu_seconds() -> float | None:
+    """CPU seconds (user + system) the local Postgres server has used: its running
+    processes' own, plus what the postmaster holds of the backends it has reaped (a
+    connection closed during a sync still counts). None when no local server is seen.
+    Read before and after a drop, it is the database's work for the drop, which the
+    wall time on two shared cores does not show apart from ours."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, seen = 0, False
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # the process ended while we looked
+            continue
+        name, fields = text[text.index("(") + 1 : text.rindex(")")], text.rsplit(")", 1)[1].split()
+        if name != "postgres":
+            continue
+        seen = True
+        # fields[0] is the state (field 3 of proc(5)); utime, stime, cutime, cstime
+        # are fields 14-17.
+        utime, stime, cutime, cstime = (int(v) for v in fields[11:15])
+        parent_is_postgres = _process_name(int(fields[1])) == "postgres"
+        total += utime + stime + (0 if parent_is_postgres else cutime + cstime)
+    return total / tick if seen else None
+
+
+def _process_name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
 def _database_exists(name: str) -> bool:
     with sa.create_engine(PG_ADMIN).connect() as conn:
         return bool(
@@ -185,11 +221,14 @@ def _database_exists(name: str) -> bool:
         )
 
 
-def _report(people: int, drop: str, run: Any, total: float, memory: MemorySampler) -> None:
+def _report(
+    people: int, drop: str, run: Any, total: float, memory: MemorySampler, cpu: dict[str, float]
+) -> None:
     print(
         f"\n{people:,} people, {drop}: {run.outcome.status} in {total:.2f} s; "
         f"peak RssAnon {memory.peak['RssAnon']:,} MB, "
-        f"peak RssFile {memory.peak['RssFile']:,} MB"
+        f"peak RssFile {memory.peak['RssFile']:,} MB; "
+        f"CPU s: sync {cpu['cpu']:.2f}, Postgres {cpu['db cpu']:.2f}"
     )
 
 
@@ -255,17 +294,26 @@ class Bench:
 
             profiler = Profiler(interval=0.005)
             profiler.start()
-        start = time.perf_counter()
+        start, cpu_start, db_start = (
+            time.perf_counter(),
+            time.process_time(),
+            postgres_cpu_seconds(),
+        )
         with MemorySampler() as memory:
             run = run_drop(manifest, self.settings)
         total = time.perf_counter() - start
+        db_end = postgres_cpu_seconds()
+        cpu = {
+            "cpu": time.process_time() - cpu_start,
+            "db cpu": (db_end - db_start) if db_start is not None and db_end is not None else 0.0,
+        }
         if profiler is not None:
             profiler.stop()
             text = profile.endswith(".txt")
             Path(profile).write_text(
                 profiler.output_text(show_all=False) if text else profiler.output_html()
             )
-        _report(self.args.people, drop, run, total, memory)
+        _report(self.args.people, drop, run, total, memory, cpu)
         scope = (
             DropStorageIOManager(state_dir=str(self.settings.state_dir))
             .stored("sync_plan", manifest.partition_key)
@@ -284,7 +332,8 @@ class Bench:
         for label in (PARSE, *(label for _, _, label in TIMED)):
             if label in self.totals:
                 print(f"| {label} | {self.totals[label]:.2f} | {self.cpu[label]:.2f} |")
-        return {"total": total, "scope": scope, **{k: self.totals[v] for k, v in STAGES.items()}}
+        stages = {k: self.totals[v] for k, v in STAGES.items()}
+        return {"total": total, "scope": scope, **stages, **cpu}
 
     def close(self) -> None:
         _drop_database(self.url)
@@ -301,15 +350,18 @@ def _sweep_table(people: int, rows: dict[float, dict[str, Any]], repeat: int) ->
     print(
         "| churn | changed rows | scope people | "
         + " | ".join(STAGES)
-        + " | total s |\n|"
-        + "---|" * (len(STAGES) + 4)
+        + " | total s | CPU s: sync | Postgres |\n|"
+        + "---|" * (len(STAGES) + 6)
     )
     for churn, r in rows.items():
         scope = r["scope"] or {}
         changed = sum(v for k, v in scope.items() if k.startswith("changed_"))
         people = scope.get("scope_people", "full plan")
         cells = " | ".join(f"{r[k]:.2f}" for k in STAGES)
-        print(f"| {churn:.1%} | {changed:,} | {people:,} | {cells} | {r['total']:.2f} |")
+        print(
+            f"| {churn:.1%} | {changed:,} | {people:,} | {cells} | {r['total']:.2f} | "
+            f"{r['cpu']:.2f} | {r['db cpu']:.2f} |"
+        )
 
 
 def main() -> None:
@@ -340,6 +392,7 @@ def main() -> None:
         "(to compare with the scan from the last drop's keys)",
     )
     args = parser.parse_args()
+    print(f"polars {metadata.version('polars')}, Python {sys.version.split()[0]}")
     with tempfile.TemporaryDirectory(prefix="roster-bench-stages-") as tmp:
         work = Path(tmp)
         data = Path(args.data) / f"p{args.people}" if args.data else work / "data"

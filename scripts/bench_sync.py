@@ -389,7 +389,8 @@ def render(tiers: list[dict[str, Any]], command: str) -> str:
     tier0 = tiers[0]
     lines = [
         f"`{command}` — {time.strftime('%Y-%m-%d')}, {platform.machine()}, {_cores()} cores, "
-        f"Python {platform.python_version()}, {tier0['db']}, each run on a fresh database",
+        f"Python {platform.python_version()}, polars {pl.__version__} (its speed at some "
+        f"operations changes between versions), {tier0['db']}, each run on a fresh database",
         "",
     ]
     for tier in tiers:
