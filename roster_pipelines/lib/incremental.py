@@ -63,11 +63,27 @@ class Scope:
     # changed, who are new or newly linked, or left, and those written outside the
     # sync. None: every account of the scope.
     rescan: pl.Series | None = None
+    # Of `people` and `accounts`, those whose own rows may have changed (their people,
+    # contact, school or guardian rows, their account written outside the sync, their
+    # identity): the plan reads and diffs their accounts, school memberships and
+    # guardianships. The rest are in the scope for their class memberships alone (their
+    # enrollments changed, or their students', or the classes they own): at 1 % churn,
+    # 22,000 of 114,000 people. None (a scope stored before there were two): all.
+    own_people: pl.Series | None = None
+    own_accounts: pl.Series | None = None
+
+    def people_with_own_changes(self) -> pl.Series:
+        return self.people if self.own_people is None else self.own_people
+
+    def accounts_with_own_changes(self) -> pl.Series:
+        return self.accounts if self.own_accounts is None else self.own_accounts
 
     def stats(self) -> dict[str, int]:
         return {
             "scope_people": self.people.len(),
             "scope_accounts": self.accounts.len(),
+            "scope_own_people": self.people_with_own_changes().len(),
+            "scope_own_accounts": self.accounts_with_own_changes().len(),
             **{f"changed_{table}": n for table, n in self.changed_rows.items()},
         }
 
@@ -147,15 +163,27 @@ def changed_rows(new: pl.DataFrame, old: pl.DataFrame) -> pl.DataFrame:
     return pl.concat([added, gone]).collect()
 
 
-def changed_people(
-    new: RosterFingerprint, old: RosterFingerprint
-) -> tuple[pl.Series, dict[str, int], pl.Series] | None:
-    """The keys of the people whose own rows changed between two drops (their people,
-    contact, school, enrollment and guardian rows; an owner of a changed class; the guardians of
-    a student whose enrollments changed), the changed rows per table, and the keys of
-    the people whose people or contact rows changed (what the similar-people scan
-    reads of a person). None when the schools changed: then everything is planned in
-    full."""
+@dataclass
+class ChangedPeople:
+    """Who changed between two drops, by person key."""
+
+    # People whose rows changed (their people, contact, school, enrollment and guardian
+    # rows; an owner of a changed class; the guardians of a student whose enrollments
+    # changed).
+    keys: pl.Series
+    # The changed rows per table.
+    counts: dict[str, int]
+    # People whose people or contact rows changed (what the similar-people scan reads
+    # of a person).
+    described: pl.Series
+    # People whose people, contact, school or guardian rows changed: of `keys`, those
+    # whose accounts, school memberships and guardianships may change (`Scope`).
+    own: pl.Series
+
+
+def changed_people(new: RosterFingerprint, old: RosterFingerprint) -> ChangedPeople | None:
+    """Who changed between two drops (`ChangedPeople`). None when the schools changed:
+    then everything is planned in full."""
     delta = {table: changed_rows(new.tables[table], old.tables[table]) for table in _DIFFED_KEYS}
     counts = {table: frame.height for table, frame in delta.items()}
     if counts["schools"]:
@@ -167,23 +195,27 @@ def changed_people(
         ]
         for fp in (new, old)
     ]
-    keys = pl.concat(
-        [
-            delta["people"]["person_key"],
-            delta["contacts"]["person_key"],
-            delta["school_memberships"]["person_key"],
-            delta["enrollments"]["person_key"],
-            delta["classes"]["owner_person_key"],
-            delta["guardianships"]["parent_person_key"],
-            delta["guardianships"]["student_person_key"],
-            *guardians,
-        ]
-    )
-    described = pl.concat([delta["people"]["person_key"], delta["contacts"]["person_key"]])
-    return (
-        keys.drop_nulls().unique().rename("person_key"),
-        counts,
-        described.drop_nulls().unique().rename("person_key"),
+    own = [
+        delta["people"]["person_key"],
+        delta["contacts"]["person_key"],
+        delta["school_memberships"]["person_key"],
+        delta["guardianships"]["parent_person_key"],
+        delta["guardianships"]["student_person_key"],
+    ]
+    in_classes = [
+        delta["enrollments"]["person_key"],
+        delta["classes"]["owner_person_key"],
+        *guardians,
+    ]
+
+    def keys(parts: list[pl.Series]) -> pl.Series:
+        return pl.concat(parts).drop_nulls().unique().rename("person_key")
+
+    return ChangedPeople(
+        keys=keys(own + in_classes),
+        counts=counts,
+        described=keys(own[:2]),
+        own=keys(own),
     )
 
 
@@ -193,12 +225,15 @@ def scope_for(
     identities: pl.DataFrame,
     more_accounts: pl.Series,
     described: pl.Series | None = None,
+    own: pl.Series | None = None,
 ) -> Scope:
     """Close the changed people over their accounts: every person the identity step
     did not find already linked, every account of a changed person, `more_accounts`
     (those of people who left, from their SIS links, and those written outside the
     sync since the last apply), and every person of those accounts. With `described`
-    (the people whose people or contact rows changed), also `Scope.rescan`."""
+    (the people whose people or contact rows changed), also `Scope.rescan`; with `own`
+    (those whose people, contact, school or guardian rows changed), also
+    `Scope.own_people` and `Scope.own_accounts`, closed the same way."""
     linked = identities.select("person_key", "account_id", "decision")
 
     def dirty(keys: pl.Series) -> pl.DataFrame:
@@ -216,15 +251,28 @@ def scope_for(
             .rename("account_id")
         )
 
-    touched = dirty(changed)
-    accounts = accounts_of(touched)
-    people = (
-        linked.filter(
-            pl.col("account_id").is_in(accounts.implode())
-            | pl.col("person_key").is_in(touched["person_key"].implode())
-        )["person_key"]
-        .unique()
-        .sort()
-    )
+    def closed(keys: pl.Series) -> tuple[pl.Series, pl.Series]:
+        """The people and accounts of `keys`, closed over their accounts."""
+        touched = dirty(keys)
+        accounts = accounts_of(touched)
+        people = (
+            linked.filter(
+                pl.col("account_id").is_in(accounts.implode())
+                | pl.col("person_key").is_in(touched["person_key"].implode())
+            )["person_key"]
+            .unique()
+            .sort()
+        )
+        return people, accounts
+
+    people, accounts = closed(changed)
+    own_people, own_accounts = (None, None) if own is None else closed(own)
     rescan = None if described is None else accounts_of(dirty(described))
-    return Scope(people=people, accounts=accounts, changed_rows=counts, rescan=rescan)
+    return Scope(
+        people=people,
+        accounts=accounts,
+        changed_rows=counts,
+        rescan=rescan,
+        own_people=own_people,
+        own_accounts=own_accounts,
+    )

@@ -240,10 +240,16 @@ def _plan_schools(roster: Roster, current: CurrentState) -> tuple[TableChanges, 
 
 
 def _plan_accounts(
-    roster: Roster, identities: pl.DataFrame, current: CurrentState, scope: pl.Series | None
+    roster: Roster,
+    identities: pl.DataFrame,
+    current: CurrentState,
+    scope: pl.Series | None,
+    own: pl.Series | None = None,
 ) -> tuple[TableChanges, TableChanges, pl.DataFrame]:
     """Accounts and SIS links; plus (person_key, account_id) of every person of the drop
-    (a temporary negative id for an account the drop creates), scoped or not."""
+    (a temporary negative id for an account the drop creates), scoped or not. Links
+    are diffed for the `scope`'s people (the hold thresholds count its active ones),
+    accounts for those of `own` (all of `scope` when None)."""
     # Accounts: created ones get temp ids; everyone's account id is then known.
     people = roster.people.join(
         identities.select("person_key", "account_id", "decision"), on="person_key"
@@ -258,7 +264,7 @@ def _plan_accounts(
     # One account may be several SIS people (a teacher who is also a parent): the
     # highest role speaks for the account's name; dob and grade come from students.
     desired_accounts = (
-        _in_scope(people, scope, "person_key")
+        _in_scope(people, scope if own is None else own, "person_key")
         .filter(pl.col("account_id").is_not_null())
         .with_columns(rank=pl.col("role").replace_strict(ROLE_RANK, return_dtype=pl.Int8))
         .sort(["account_id", "rank", "person_key"])
@@ -576,23 +582,26 @@ def build_plan(
 
     With a `scope` (an incremental plan, lib/incremental.py) `current` holds only the
     scope's accounts, and people, contact points, memberships and guardianships are
-    diffed for the scope's people only; schools and classes are planned whole."""
+    diffed for the scope's people only (accounts, school memberships and guardianships
+    for those with changes of their own, `Scope.own_people`); schools and classes are
+    planned whole."""
     people = scope.people if scope is not None else None
+    own = scope.people_with_own_changes() if scope is not None else None
     # Each part is its own function so its intermediate frames are freed when it
     # returns: at a million people they held about 1.8 GB at once.
     schools_changes, org_ids = _plan_schools(roster, current)
     accounts_changes, links_changes, account_of = _plan_accounts(
-        roster, identities, current, people
+        roster, identities, current, people, own
     )
     contacts_changes, contact_issues = _plan_contacts(
         roster, identities, current, contact_owners, account_of, people
     )
     classes_changes, class_ids = _plan_classes(roster, current, org_ids, account_of)
-    org_membership_changes = _plan_org_memberships(roster, current, org_ids, account_of, people)
+    org_membership_changes = _plan_org_memberships(roster, current, org_ids, account_of, own)
     class_membership_changes = _plan_class_memberships(
         roster, current, class_ids, account_of, people
     )
-    guardianship_changes = _plan_guardianships(roster, current, account_of, people)
+    guardianship_changes = _plan_guardianships(roster, current, account_of, own)
 
     plan = SyncPlan(
         district_id=current.district_id,

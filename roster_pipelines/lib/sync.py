@@ -6,6 +6,7 @@ code runs under Dagster, in the CLI and in tests.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from roster_pipelines.lib.identity import (
 )
 from roster_pipelines.lib.incremental import (
     PLAN_VERSION,
+    ChangedPeople,
     RosterFingerprint,
     Scope,
     changed_people,
@@ -287,7 +289,7 @@ def resolve_drop(
                 scope = (
                     None
                     if found is None
-                    else _scope_after_identity(conn, district_id, identities, *found, base_seen)
+                    else _scope_after_identity(conn, district_id, identities, found, base_seen)
                 )
                 decided.append(scope)
                 if scope is None:
@@ -528,6 +530,7 @@ def _plan(
         extra_account_ids=identity.identities["account_id"].drop_nulls(),
         bulk=True,
         accounts_in_scope=scope.accounts if scope is not None else None,
+        own_accounts_in_scope=scope.accounts_with_own_changes() if scope is not None else None,
         whole=whole,
         known=_read_by_identity(identity),
     )
@@ -651,7 +654,7 @@ def _incremental_scope(
     found = None if base is None else _changed_since(roster, *base[1:])
     if found is None:
         return None
-    return _scope_after_identity(conn, identity.district_id, identity.identities, *found, seen)
+    return _scope_after_identity(conn, identity.district_id, identity.identities, found, seen)
 
 
 def _incremental_base(
@@ -687,33 +690,35 @@ def _base_roster(
 
 def _changed_since(
     roster: Roster, old: Callable[[], RosterFingerprint | None], refused: pl.Series
-) -> tuple[pl.Series, dict[str, int], pl.Series] | None:
-    """The people whose rows differ from the base drop's (`_incremental_base`) or whose
-    contact points it refused, the changed rows per table, and the people whose people
-    or contact rows changed; None when the base drop's roster is not stored or the
-    schools changed. (`_scope_after_identity` decides whether the change is too big.)"""
+) -> ChangedPeople | None:
+    """Who changed since the base drop (`_incremental_base`), the people whose contact
+    points it refused among them (as changed in their own rows); None when the base
+    drop's roster is not stored or the schools changed. (`_scope_after_identity`
+    decides whether the change is too big.)"""
     base_roster = old()
     if base_roster is None:
         return None
     found = changed_people(fingerprint(roster), base_roster)
     if found is None:
         return None
-    changed, counts, described = found
-    return pl.concat([changed, refused]).unique().sort(), counts, described
+    return dataclasses.replace(
+        found,
+        keys=pl.concat([found.keys, refused]).unique().sort(),
+        own=pl.concat([found.own, refused]).unique().sort(),
+    )
 
 
 def _scope_after_identity(
     conn: Connection,
     district_id: int,
     identities: pl.DataFrame,
-    changed: pl.Series,
-    counts: dict[str, int],
-    described: pl.Series,
+    found: ChangedPeople,
     seen: ChangesSeen,
 ) -> Scope | None:
     """The changed people closed over their accounts (`scope_for`), with the accounts of
     the people who left and those written outside the sync since the last apply
     (`seen`); None when that is too much of the district to save anything."""
+    changed = found.keys
     limit = MAX_SCOPE_SHARE * max(identities.height, 1)
     if changed.len() > limit:  # before reading anything more
         return None
@@ -724,10 +729,11 @@ def _scope_after_identity(
     accounts_of_gone = _accounts_linked_to(conn, district_id, gone)
     scope = scope_for(
         changed,
-        counts,
+        found.counts,
         identities,
         pl.concat([pl.Series(accounts_of_gone, dtype=pl.Int64), seen.accounts]),
-        described=described,
+        described=found.described,
+        own=found.own,
     )
     if scope.people.len() > limit:
         return None

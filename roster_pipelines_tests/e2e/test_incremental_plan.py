@@ -187,22 +187,31 @@ def _second_drop_after_the_first(
 
 
 @pytest.mark.parametrize("scope_by", ["identity", "plan"])
+@pytest.mark.parametrize("missed", ["changed people", "people with changes of their own"])
 def test_the_verification_fails_a_plan_whose_scope_misses_a_change(
     tmp_path: Path,
     pg_url: str,
     drops: tuple[Path, Path, Path],
     monkeypatch: pytest.MonkeyPatch,
     scope_by: str,
+    missed: str,
 ) -> None:
     """The scope is worked out by identity (the pipeline) or, for an identity result
-    that did not, by the plan: a scope that misses a change fails either way."""
+    that did not, by the plan: a scope that misses a change fails either way, whether
+    it forgets changed people or only some whose own rows (not only their classes')
+    changed, whose accounts, school memberships and guardianships it then leaves out."""
     engine, roster, previous = _second_drop_after_the_first(tmp_path, pg_url, drops)
 
-    def too_small(changed, counts, identities, more_accounts, described=None):
-        # Forget half of the changed people: their changes fall outside the scope.
-        return incremental.scope_for(
-            changed.head(changed.len() // 2), counts, identities, more_accounts.head(0)
-        )
+    def too_small(changed, counts, identities, more_accounts, described=None, own=None):
+        assert own is not None and own.len() > 1
+        if missed == "changed people":
+            # Forget half of the changed people: their changes fall outside the scope.
+            changed = changed.head(changed.len() // 2)
+            own = own.filter(own.is_in(changed.implode()))
+            more_accounts = more_accounts.head(0)
+        else:
+            own = own.head(own.len() // 2)
+        return incremental.scope_for(changed, counts, identities, more_accounts, described, own)
 
     monkeypatch.setattr(sync_lib, "scope_for", too_small)
     by_identity = scope_by == "identity"

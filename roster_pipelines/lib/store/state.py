@@ -189,6 +189,7 @@ def load_current_state(
     *,
     bulk: bool = False,
     accounts_in_scope: pl.Series | None = None,
+    own_accounts_in_scope: pl.Series | None = None,
     whole: WholeReads | None = None,
     known: dict[str, pl.DataFrame | None] | None = None,
 ) -> CurrentState:
@@ -198,6 +199,8 @@ def load_current_state(
     memberships and guardianships are read for those accounts only (their ids inside
     the statements), schools, classes and contact points whole; the district-wide totals
     the hold thresholds may need are counted on demand (`CurrentState.count_total`).
+    With `own_accounts_in_scope` too (`Scope.own_accounts`), accounts, school
+    memberships and guardianships are read for those only.
 
     `bulk` (the plan stage) reads the big tables at once through separate ADBC
     connections on Postgres (`frames.read_many`): committed data only, so never inside
@@ -219,7 +222,9 @@ def load_current_state(
         count_total = partial(_count_total, conn, district_id)
         queries |= {
             k: q
-            for k, q in _scoped_queries(district_id, accounts_in_scope).items()
+            for k, q in _scoped_queries(
+                district_id, accounts_in_scope, own_accounts_in_scope
+            ).items()
             if k not in skip
         }
     if whole is not None:
@@ -328,30 +333,31 @@ def read_contacts_of(conn: Connection, account_ids: pl.Series) -> pl.DataFrame:
 
 
 def _scoped_queries(
-    district_id: int, accounts: pl.Series
+    district_id: int, accounts: pl.Series, own_accounts: pl.Series | None = None
 ) -> dict[str, tuple[Select, dict[str, Any]]]:
     """The district's rows of these accounts (links, accounts, contact points,
-    memberships and guardianships: the tables whose rows follow people), and the
-    district's active people and enrollments (hold thresholds), as `_state_queries`
-    names them."""
+    memberships and guardianships: the tables whose rows follow people), as
+    `_state_queries` names them; accounts, school memberships and guardianships of
+    `own_accounts` only, when given (the plan diffs no more of them)."""
     full = _state_queries(district_id)
     ids = _ids_in(accounts)
+    own = ids if own_accounts is None else _ids_in(own_accounts)
     queries = {}
-    for key, on in (
-        ("class_memberships", ClassMembership.account_id),
-        ("links", SisLink.account_id),
-        ("org_memberships", OrgMembership.account_id),
-        ("accounts", Account.id),
+    for key, on, of in (
+        ("class_memberships", ClassMembership.account_id, ids),
+        ("links", SisLink.account_id, ids),
+        ("org_memberships", OrgMembership.account_id, own),
+        ("accounts", Account.id, own),
     ):
         stmt, schema = full[key]
         if key == "accounts":
             stmt = select(*_ACCOUNT_COLS)
-        queries[key] = (stmt.where(on == ids), schema)
+        queries[key] = (stmt.where(on == of), schema)
     queries["contacts"] = (_contacts_of(ids), CONTACTS_SCHEMA)
     stmt, schema = full["guardianships"]
     queries["guardianships"] = (
         stmt.where(
-            or_(Guardianship.parent_account_id == ids, Guardianship.student_account_id == ids)
+            or_(Guardianship.parent_account_id == own, Guardianship.student_account_id == own)
         ),
         schema,
     )
