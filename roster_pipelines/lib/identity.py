@@ -592,8 +592,9 @@ def resolve_identities(
     `candidates_later` a function that works them out.
 
     `scope_of` (an incremental drop) is given every person's identity and returns the
-    people the drop's plan looks at, their accounts, and the accounts whose
-    similar-people keys may have changed (None: all of them). A person
+    people whose contact points the drop's plan diffs (`Scope.own_people`), their
+    accounts, and the accounts whose similar-people keys may have changed (None: all
+    of them). A person
     already linked needs nothing but their link, so the district's million contact
     points are not read: only the scope's accounts' (which the plan diffs) and the
     owners of the new people's and the scope's values; and the contact conflicts of

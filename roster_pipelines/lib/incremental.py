@@ -65,8 +65,9 @@ class Scope:
     rescan: pl.Series | None = None
     # Of `people` and `accounts`, those whose own rows may have changed (their people,
     # contact, school or guardian rows, their account written outside the sync, their
-    # identity): the plan reads and diffs their accounts, school memberships and
-    # guardianships. The rest are in the scope for their class memberships alone (their
+    # identity): the plan reads and diffs their accounts, contact points, school
+    # memberships and guardianships. The rest are in the scope for their class
+    # memberships and links alone (their
     # enrollments changed, or their students', or the classes they own): at 1 % churn,
     # 22,000 of 114,000 people. None (a scope stored before there were two): all.
     own_people: pl.Series | None = None

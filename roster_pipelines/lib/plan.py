@@ -582,9 +582,9 @@ def build_plan(
 
     With a `scope` (an incremental plan, lib/incremental.py) `current` holds only the
     scope's accounts, and people, contact points, memberships and guardianships are
-    diffed for the scope's people only (accounts, school memberships and guardianships
-    for those with changes of their own, `Scope.own_people`); schools and classes are
-    planned whole."""
+    diffed for the scope's people only (accounts, contact points, school memberships
+    and guardianships for those with changes of their own, `Scope.own_people`); schools
+    and classes are planned whole."""
     people = scope.people if scope is not None else None
     own = scope.people_with_own_changes() if scope is not None else None
     # Each part is its own function so its intermediate frames are freed when it
@@ -594,7 +594,7 @@ def build_plan(
         roster, identities, current, people, own
     )
     contacts_changes, contact_issues = _plan_contacts(
-        roster, identities, current, contact_owners, account_of, people
+        roster, identities, current, contact_owners, account_of, own
     )
     classes_changes, class_ids = _plan_classes(roster, current, org_ids, account_of)
     org_membership_changes = _plan_org_memberships(roster, current, org_ids, account_of, own)

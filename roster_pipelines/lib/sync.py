@@ -295,7 +295,8 @@ def resolve_drop(
                 if scope is None:
                     return None
                 rescan = scope.accounts if scope.rescan is None else scope.rescan
-                return scope.people, scope.accounts, rescan
+                # Contact points are diffed for the people with changes of their own.
+                return scope.people_with_own_changes(), scope.accounts_with_own_changes(), rescan
 
         resolution = resolve_identities(
             conn,
@@ -606,8 +607,9 @@ def _verify_incremental(
 
 def identity_differences(scoped: pl.DataFrame, full: pl.DataFrame, scope: Scope) -> list[str]:
     """How identities worked out for an incremental drop differ from every person's
-    full identity (`other_districts` is flagged for the scope's accounts only)."""
-    flagged = pl.col("person_key").is_in(scope.people.implode())
+    full identity (`other_districts` is flagged only for the accounts of the scope's
+    people with changes of their own, whose contact points the plan diffs)."""
+    flagged = pl.col("person_key").is_in(scope.people_with_own_changes().implode())
     keep = [c for c in full.columns if c != "other_districts"]
     problems = []
     for name, frame in (("scoped", scoped), ("full", full)):

@@ -199,8 +199,8 @@ def load_current_state(
     memberships and guardianships are read for those accounts only (their ids inside
     the statements), schools, classes and contact points whole; the district-wide totals
     the hold thresholds may need are counted on demand (`CurrentState.count_total`).
-    With `own_accounts_in_scope` too (`Scope.own_accounts`), accounts, school
-    memberships and guardianships are read for those only.
+    With `own_accounts_in_scope` too (`Scope.own_accounts`), accounts, contact points,
+    school memberships and guardianships are read for those only.
 
     `bulk` (the plan stage) reads the big tables at once through separate ADBC
     connections on Postgres (`frames.read_many`): committed data only, so never inside
@@ -337,8 +337,8 @@ def _scoped_queries(
 ) -> dict[str, tuple[Select, dict[str, Any]]]:
     """The district's rows of these accounts (links, accounts, contact points,
     memberships and guardianships: the tables whose rows follow people), as
-    `_state_queries` names them; accounts, school memberships and guardianships of
-    `own_accounts` only, when given (the plan diffs no more of them)."""
+    `_state_queries` names them; accounts, contact points, school memberships and
+    guardianships of `own_accounts` only, when given (the plan diffs no more of them)."""
     full = _state_queries(district_id)
     ids = _ids_in(accounts)
     own = ids if own_accounts is None else _ids_in(own_accounts)
@@ -353,7 +353,7 @@ def _scoped_queries(
         if key == "accounts":
             stmt = select(*_ACCOUNT_COLS)
         queries[key] = (stmt.where(on == of), schema)
-    queries["contacts"] = (_contacts_of(ids), CONTACTS_SCHEMA)
+    queries["contacts"] = (_contacts_of(own), CONTACTS_SCHEMA)
     stmt, schema = full["guardianships"]
     queries["guardianships"] = (
         stmt.where(
