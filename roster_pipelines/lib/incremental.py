@@ -178,7 +178,8 @@ class ChangedPeople:
     # of a person).
     described: pl.Series
     # People whose people, contact, school or guardian rows changed: of `keys`, those
-    # whose accounts, school memberships and guardianships may change (`Scope`).
+    # whose accounts, contact points, school memberships and guardianships may change
+    # (`Scope.own_people`).
     own: pl.Series
 
 

@@ -199,7 +199,8 @@ def test_the_verification_fails_a_plan_whose_scope_misses_a_change(
     """The scope is worked out by identity (the pipeline) or, for an identity result
     that did not, by the plan: a scope that misses a change fails either way, whether
     it forgets changed people or only some whose own rows (not only their classes')
-    changed, whose accounts, school memberships and guardianships it then leaves out."""
+    changed, whose accounts, contact points, school memberships and guardianships it
+    then leaves out."""
     engine, roster, previous = _second_drop_after_the_first(tmp_path, pg_url, drops)
 
     def too_small(changed, counts, identities, more_accounts, described=None, own=None):
