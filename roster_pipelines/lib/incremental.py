@@ -197,9 +197,9 @@ def changed_people(new: RosterFingerprint, old: RosterFingerprint) -> ChangedPeo
         ]
         for fp in (new, old)
     ]
+    described = [delta["people"]["person_key"], delta["contacts"]["person_key"]]
     own = [
-        delta["people"]["person_key"],
-        delta["contacts"]["person_key"],
+        *described,
         delta["school_memberships"]["person_key"],
         delta["guardianships"]["parent_person_key"],
         delta["guardianships"]["student_person_key"],
@@ -216,7 +216,7 @@ def changed_people(new: RosterFingerprint, old: RosterFingerprint) -> ChangedPeo
     return ChangedPeople(
         keys=keys(own + in_classes),
         counts=counts,
-        described=keys(own[:2]),
+        described=keys(described),
         own=keys(own),
     )
 
