@@ -23,8 +23,11 @@ district's daily drops follow each other):
 
 Timers nest (a stage's total includes the calls inside it), so rows do not add up to
 the total. It also prints each drop's peak anonymous and file-backed (mapped stage
-files) resident memory, and its work in CPU seconds: the sync's process (every thread)
-and the Postgres server (its processes, those that ended included). Not part of the
+files) resident memory, its work in CPU seconds: the sync's process (every thread)
+and the Postgres server (its processes, those that ended included), and the rows it
+wrote: the roster tables' and the run's issue rows apart. `--json FILE` appends each
+churn share's medians to FILE, for `fit_sweep.py` (how the drop splits between the
+district and the change, over sweeps at several district sizes). Not part of the
 test run.
 """
 
@@ -33,6 +36,7 @@ from __future__ import annotations
 import argparse
 import collections
 import functools
+import json
 import os
 import shutil
 import statistics
@@ -49,8 +53,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 import sqlalchemy as sa
 from bench_sync import (
     PG_ADMIN,
+    _db_now,
     _drop_database,
     _fresh_database,
+    _rows_written,
     admin,
     archive,
     ensure_drops,
@@ -294,6 +300,8 @@ class Bench:
 
             profiler = Profiler(interval=0.005)
             profiler.start()
+        engine = sa.create_engine(self.url)
+        since = _db_now(engine)
         start, cpu_start, db_start = (
             time.perf_counter(),
             time.process_time(),
@@ -307,6 +315,14 @@ class Bench:
             "cpu": time.process_time() - cpu_start,
             "db cpu": (db_end - db_start) if db_start is not None and db_end is not None else 0.0,
         }
+        written = _rows_written(engine, since)
+        engine.dispose()
+        # The run's issue and notification rows apart: they follow the district's issues.
+        cpu["roster rows"] = sum(
+            v for k, v in written.items() if k not in ("sync_issues", "notification_outbox")
+        )
+        cpu["issue rows"] = written["sync_issues"]
+        print(f"rows written: {written}")
         if profiler is not None:
             profiler.stop()
             text = profile.endswith(".txt")
@@ -350,8 +366,8 @@ def _sweep_table(people: int, rows: dict[float, dict[str, Any]], repeat: int) ->
     print(
         "| churn | changed rows | scope people | "
         + " | ".join(STAGES)
-        + " | total s | CPU s: sync | Postgres |\n|"
-        + "---|" * (len(STAGES) + 6)
+        + " | total s | CPU s: sync | Postgres | rows written: roster | issues |\n|"
+        + "---|" * (len(STAGES) + 8)
     )
     for churn, r in rows.items():
         scope = r["scope"] or {}
@@ -359,9 +375,24 @@ def _sweep_table(people: int, rows: dict[float, dict[str, Any]], repeat: int) ->
         people = scope.get("scope_people", "full plan")
         cells = " | ".join(f"{r[k]:.2f}" for k in STAGES)
         print(
-            f"| {churn:.1%} | {changed:,} | {people:,} | {cells} | {r['total']:.2f} | "
-            f"{r['cpu']:.2f} | {r['db cpu']:.2f} |"
+            f"| {churn * 100:g} % | {changed:,} | {people:,} | {cells} | {r['total']:.2f} | "
+            f"{r['cpu']:.2f} | {r['db cpu']:.2f} | {r['roster rows']:,.0f} | "
+            f"{r['issue rows']:,.0f} |"
         )
+
+
+def _append_sweep(path: Path, people: int, rows: dict[float, dict[str, Any]]) -> None:
+    """One JSON line per churn share (its medians), for `fit_sweep.py`."""
+    with path.open("a") as out:
+        for churn, r in rows.items():
+            scope = r["scope"] or {}
+            line = {
+                "people": people,
+                "churn": churn,
+                "changed_rows": sum(v for k, v in scope.items() if k.startswith("changed_")),
+                **{k: v for k, v in r.items() if k != "scope"},
+            }
+            out.write(json.dumps(line) + "\n")
 
 
 def main() -> None:
@@ -378,6 +409,9 @@ def main() -> None:
         "(0.001 = 0.1 %% of the people), each from the state after the initial drop",
     )
     parser.add_argument("--repeat", type=int, default=1, help="runs per churn share (median)")
+    parser.add_argument(
+        "--json", help="with --churn: append each share's medians to this file (fit_sweep.py)"
+    )
     parser.add_argument(
         "--steady",
         action="store_true",
@@ -426,7 +460,10 @@ def main() -> None:
                     if runs[churn] or round_ or churn != args.churn[0]:
                         bench.restore()
                     runs[churn].append(bench.sync(f"maintenance_c{churn:g}", folder))
-            _sweep_table(args.people, {c: _median_run(r) for c, r in runs.items()}, args.repeat)
+            medians = {c: _median_run(r) for c, r in runs.items()}
+            _sweep_table(args.people, medians, args.repeat)
+            if args.json:
+                _append_sweep(Path(args.json), args.people, medians)
         finally:
             bench.close()
 
