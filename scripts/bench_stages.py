@@ -336,13 +336,16 @@ class Bench:
             .scope
         )
         print(f"planned {'in full' if scope is None else 'incrementally'}: {scope}")
+        # The apply's outcome: identity's stored result is written before the scan
+        # (which the apply starts) has worked anything out.
         rescanned = (
             DropStorageIOManager(state_dir=str(self.settings.state_dir))
-            .stored("identity_resolution", manifest.partition_key)
+            .stored("applied_sync", manifest.partition_key)
             .rescanned
         )
         print(
-            f"similar-people scan: {'in full' if rescanned is None else rescanned} accounts again"
+            "similar-people scan: "
+            + ("in full" if rescanned is None else f"{rescanned:,} accounts again")
         )
         print("| call | s | cpu s |\n|---|---|---|")
         for label in (PARSE, *(label for _, _, label in TIMED)):
