@@ -311,17 +311,17 @@ class Bench:
             run = run_drop(manifest, self.settings)
         total = time.perf_counter() - start
         db_end = postgres_cpu_seconds()
-        cpu = {
+        work = {
             "cpu": time.process_time() - cpu_start,
             "db cpu": (db_end - db_start) if db_start is not None and db_end is not None else 0.0,
         }
         written = _rows_written(engine, since)
         engine.dispose()
         # The run's issue and notification rows apart: they follow the district's issues.
-        cpu["roster rows"] = sum(
+        work["roster rows"] = sum(
             v for k, v in written.items() if k not in ("sync_issues", "notification_outbox")
         )
-        cpu["issue rows"] = written["sync_issues"]
+        work["issue rows"] = written["sync_issues"]
         print(f"rows written: {written}")
         if profiler is not None:
             profiler.stop()
@@ -329,7 +329,7 @@ class Bench:
             Path(profile).write_text(
                 profiler.output_text(show_all=False) if text else profiler.output_html()
             )
-        _report(self.args.people, drop, run, total, memory, cpu)
+        _report(self.args.people, drop, run, total, memory, work)
         scope = (
             DropStorageIOManager(state_dir=str(self.settings.state_dir))
             .stored("sync_plan", manifest.partition_key)
@@ -352,7 +352,7 @@ class Bench:
             if label in self.totals:
                 print(f"| {label} | {self.totals[label]:.2f} | {self.cpu[label]:.2f} |")
         stages = {k: self.totals[v] for k, v in STAGES.items()}
-        return {"total": total, "scope": scope, **stages, **cpu}
+        return {"total": total, "scope": scope, **stages, **work}
 
     def close(self) -> None:
         _drop_database(self.url)
@@ -362,6 +362,11 @@ def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Per column, the median of the runs (the scope is the same in each)."""
     numbers = [k for k in runs[0] if k != "scope"]
     return {"scope": runs[0]["scope"]} | {k: statistics.median(r[k] for r in runs) for k in numbers}
+
+
+def _changed_rows(scope: dict[str, Any]) -> int:
+    """The roster delta's canonical rows, over its tables."""
+    return sum(v for k, v in scope.items() if k.startswith("changed_"))
 
 
 def _sweep_table(people: int, rows: dict[float, dict[str, Any]], repeat: int) -> None:
@@ -374,7 +379,7 @@ def _sweep_table(people: int, rows: dict[float, dict[str, Any]], repeat: int) ->
     )
     for churn, r in rows.items():
         scope = r["scope"] or {}
-        changed = sum(v for k, v in scope.items() if k.startswith("changed_"))
+        changed = _changed_rows(scope)
         people = scope.get("scope_people", "full plan")
         cells = " | ".join(f"{r[k]:.2f}" for k in STAGES)
         print(
@@ -388,11 +393,10 @@ def _append_sweep(path: Path, people: int, rows: dict[float, dict[str, Any]]) ->
     """One JSON line per churn share (its medians), for `fit_sweep.py`."""
     with path.open("a") as out:
         for churn, r in rows.items():
-            scope = r["scope"] or {}
             line = {
                 "people": people,
                 "churn": churn,
-                "changed_rows": sum(v for k, v in scope.items() if k.startswith("changed_")),
+                "changed_rows": _changed_rows(r["scope"] or {}),
                 **{k: v for k, v in r.items() if k != "scope"},
             }
             out.write(json.dumps(line) + "\n")
