@@ -103,6 +103,54 @@ def test_maintenance_drops_are_planned_incrementally_and_equal_the_full_plan(
     assert _plan_scope(settings, "d4")["scope_people"] == 0
 
 
+# The roster tables by the plan's name for their changes.
+_PLANNED_TABLES = {
+    "schools": "organisations",
+    "accounts": "accounts",
+    "links": "sis_links",
+    "contacts": "contact_points",
+    "classes": "classes",
+    "org_memberships": "org_memberships",
+    "class_memberships": "class_memberships",
+    "guardianships": "guardianships",
+}
+
+
+def test_the_apply_writes_the_rows_its_plan_changes_and_no_other(
+    tmp_path: Path, pg_url: str, drops: tuple[Path, Path, Path]
+) -> None:
+    """The database's work follows the change, not the district (issue 5): per table, a
+    drop's apply touches (`updated_at`) exactly the rows its plan adds, updates, removes
+    or reactivates, and the same drop again touches none."""
+    initial, second, third = drops
+    settings = _settings(tmp_path, pg_url)
+    engine = make_engine(pg_url)
+    assert _sync(initial, settings, "d1") == "applied"
+    storage = DropStorageIOManager(state_dir=str(settings.state_dir))
+    for folder, drop in ((second, "d2"), (third, "d3"), (third, "d4")):
+        with engine.connect() as conn:
+            started = conn.execute(sa.text("SELECT clock_timestamp()")).scalar_one()
+        assert _sync(folder, settings, drop) == "applied"
+        plan = storage.stored("sync_plan", partition_key(DISTRICT, drop))
+        planned, touched = {}, {}
+        with engine.connect() as conn:
+            for name, table in _PLANNED_TABLES.items():
+                changes = getattr(plan, name)
+                changed_ids = pl.concat(
+                    [changes.updates["id"], changes.removals["id"], changes.reactivations["id"]]
+                ).n_unique()
+                planned[name] = changes.adds.height + changed_ids
+                touched[name] = conn.execute(
+                    sa.text(f"SELECT count(*) FROM {table} WHERE updated_at >= :t"),
+                    {"t": started},
+                ).scalar_one()
+        assert touched == planned, drop
+        if drop == "d4":  # the same drop again
+            assert sum(touched.values()) == 0
+        else:
+            assert touched["class_memberships"] > 0 and touched["accounts"] > 0
+
+
 def test_writes_outside_the_sync_join_the_scope_or_force_a_full_plan(
     tmp_path: Path, pg_url: str, drops: tuple[Path, Path, Path]
 ) -> None:
