@@ -244,12 +244,12 @@ def _plan_accounts(
     identities: pl.DataFrame,
     current: CurrentState,
     scope: pl.Series | None,
-    own: pl.Series | None = None,
+    own: pl.Series | None,
 ) -> tuple[TableChanges, TableChanges, pl.DataFrame]:
     """Accounts and SIS links; plus (person_key, account_id) of every person of the drop
     (a temporary negative id for an account the drop creates), scoped or not. Links
     are diffed for the `scope`'s people (the hold thresholds count its active ones),
-    accounts for those of `own` (all of `scope` when None)."""
+    accounts for those of `own` (`Scope.own_people`; None with no scope)."""
     # Accounts: created ones get temp ids; everyone's account id is then known.
     people = roster.people.join(
         identities.select("person_key", "account_id", "decision"), on="person_key"
@@ -264,7 +264,7 @@ def _plan_accounts(
     # One account may be several SIS people (a teacher who is also a parent): the
     # highest role speaks for the account's name; dob and grade come from students.
     desired_accounts = (
-        _in_scope(people, scope if own is None else own, "person_key")
+        _in_scope(people, own, "person_key")
         .filter(pl.col("account_id").is_not_null())
         .with_columns(rank=pl.col("role").replace_strict(ROLE_RANK, return_dtype=pl.Int8))
         .sort(["account_id", "rank", "person_key"])

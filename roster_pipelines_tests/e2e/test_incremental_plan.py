@@ -33,6 +33,7 @@ from roster_pipelines.lib.drops import partition_key
 from roster_pipelines.lib.formats import get_adapter
 from roster_pipelines.lib.generator import generate_district
 from roster_pipelines.lib.identity import LinksFolder, drop_candidates
+from roster_pipelines.lib.plan import REMOVAL_TABLES
 from roster_pipelines.lib.store import state
 from roster_pipelines.lib.store.engine import alembic_config, make_engine
 from roster_pipelines.lib.store.models import Account, ContactPoint, OrgMembership, SisLink
@@ -104,16 +105,7 @@ def test_maintenance_drops_are_planned_incrementally_and_equal_the_full_plan(
 
 
 # The roster tables by the plan's name for their changes.
-_PLANNED_TABLES = {
-    "schools": "organisations",
-    "accounts": "accounts",
-    "links": "sis_links",
-    "contacts": "contact_points",
-    "classes": "classes",
-    "org_memberships": "org_memberships",
-    "class_memberships": "class_memberships",
-    "guardianships": "guardianships",
-}
+_PLANNED_TABLES = {**REMOVAL_TABLES, "accounts": "accounts", "contacts": "contact_points"}
 
 
 def test_the_apply_writes_the_rows_its_plan_changes_and_no_other(
